@@ -1,0 +1,3 @@
+"""nextvox: recommend songs by the singer's voice."""
+
+__version__ = "0.1.0"
