@@ -1,0 +1,5 @@
+import sys
+
+from nextvox.cli import main
+
+sys.exit(main())

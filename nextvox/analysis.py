@@ -1,0 +1,313 @@
+"""Analyse a library: scan, then decode, separate, log-mel and embed every new track in worker processes.
+
+:func:`analyze_track` is the whole per-track pipeline, a plain function of a file, so that
+a worker process, the recommender (for a query file outside the library) and a distributed
+engine can all call it unchanged. :func:`analyze_library` runs it over a library with a
+process pool and writes each result to the catalogue as it arrives: a run killed at any
+moment loses only the tracks in flight, and the next run takes up the rest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nextvox.audio import load_excerpt
+from nextvox.catalogue import Catalogue, ScanReport, resolve_library, scan_library
+from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
+from nextvox.errors import AudioError, NextvoxError
+from nextvox.features import MelCache, log_mel, mfcc_statistics
+from nextvox.separation import DEFAULT_SEPARATOR, separate
+
+__all__ = [
+    "EXCERPT_VERSION",
+    "AnalysisSettings",
+    "TrackAnalysis",
+    "AnalyzeReport",
+    "analyze_track",
+    "analyze_library",
+    "embed",
+]
+
+EXCERPT_VERSION = 1  # bump when the excerpt rule of nextvox.audio changes
+TIMBRE_STANDIN_VERSION = "mfcc-stats-1"
+STAGES = ("decode", "separation", "features", "inference")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """What shapes an analysis; its :attr:`version` is stored beside every result."""
+
+    separator: str = DEFAULT_SEPARATOR
+
+    @property
+    def version(self) -> str:
+        return f"excerpt{EXCERPT_VERSION}/sep-{self.separator}/timbre-{TIMBRE_STANDIN_VERSION}"
+
+
+@dataclass
+class TrackAnalysis:
+    """The result of :func:`analyze_track`. ``vectors`` maps a name to (model version, vector)."""
+
+    duration_s: float
+    excerpt_start_s: float
+    excerpt_s: float
+    vectors: dict[str, tuple[str, np.ndarray]]
+    seconds_per_stage: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AnalyzeReport:
+    """What one ``analyze`` run did."""
+
+    scan: ScanReport
+    analyzed: int = 0
+    failed: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    seconds_per_stage: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in (*STAGES, "write")})
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, tuple[str, np.ndarray]]:
+    """The vectors of one excerpt's vocal log-mel, by name, with the version of what made them.
+
+    Until the learned encoders land, MFCC statistics stand in for the timbre vector.
+
+    Parameters
+    ----------
+    log_mel_spectrogram : np.ndarray, shape (N_MELS, T)
+    n_valid_frames : int
+        Frames before the padding.
+    """
+    timbre_vector = mfcc_statistics(log_mel_spectrogram, n_valid_frames=n_valid_frames)
+    return {"timbre": (TIMBRE_STANDIN_VERSION, timbre_vector)}
+
+
+def analyze_track(
+    path: Path, *, content_hash: str | None, settings: AnalysisSettings, cache: MelCache | None
+) -> TrackAnalysis:
+    """Decode, separate, log-mel and embed one file.
+
+    Raises
+    ------
+    AudioError
+        When the file cannot give usable audio; the message is the reason.
+    """
+    timings = dict.fromkeys(STAGES, 0.0)
+    cached = cache.load(content_hash) if cache is not None and content_hash else None
+    if cached is not None:
+        spectrogram, start_s, duration_s = cached
+    else:
+        t0 = time.perf_counter()
+        excerpt = load_excerpt(path)
+        t1 = time.perf_counter()
+        vocals = separate(excerpt.valid_samples, method=settings.separator)
+        t2 = time.perf_counter()
+        spectrogram = log_mel(vocals)
+        t3 = time.perf_counter()
+        start_s, duration_s = excerpt.start_s, excerpt.duration_s
+        timings.update(decode=t1 - t0, separation=t2 - t1, features=t3 - t2)
+        if cache is not None and content_hash:
+            cache.store(content_hash, spectrogram, start_s=start_s, duration_s=duration_s)
+    t3 = time.perf_counter()
+    vectors = embed(spectrogram, n_valid_frames=spectrogram.shape[1])
+    timings["inference"] = time.perf_counter() - t3
+    return TrackAnalysis(
+        duration_s=duration_s,
+        excerpt_start_s=start_s,
+        excerpt_s=min(EXCERPT_S, spectrogram.shape[1] / FRAME_RATE_HZ),
+        vectors=vectors,
+        seconds_per_stage=timings,
+    )
+
+
+# ---- worker processes ----------------------------------------------------------------------
+
+def _worker_init(log_path: str) -> None:
+    import torch
+
+    # One process per core: more threads per process only contend.
+    torch.set_num_threads(1)
+    # Decoders (mpg123, FFmpeg) write notes about damaged files straight to fd 2; keep them
+    # in a log under the data directory instead of over the progress bar.
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 2)
+    os.close(log)
+
+
+def _work(path: str, content_hash: str, settings: AnalysisSettings, cache_root: str | None) -> tuple[str, object]:
+    """Run in a worker: ("ok", TrackAnalysis) or ("failed", reason). Never raises for bad input."""
+    cache = MelCache(Path(cache_root), separator=settings.separator, excerpt_version=EXCERPT_VERSION) if cache_root else None
+    try:
+        return "ok", analyze_track(Path(path), content_hash=content_hash, settings=settings, cache=cache)
+    except AudioError as error:
+        return "failed", str(error)
+    except FileNotFoundError:
+        return "failed", "file vanished during analysis"
+    except MemoryError:
+        return "failed", "out of memory while analysing this file"
+    except Exception as error:  # a decoder's unexpected failure on one file must not stop the run
+        return "failed", f"could not analyse: {type(error).__name__}: {error}"
+
+
+def _new_pool(jobs: int, log_path: Path) -> ProcessPoolExecutor:
+    # spawn, not fork: torch and OpenMP thread pools do not survive a fork safely.
+    return ProcessPoolExecutor(
+        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(str(log_path),)
+    )
+
+
+def analyze_library(
+    library: Path,
+    *,
+    data_dir: Path,
+    jobs: int | None = None,
+    settings: AnalysisSettings = AnalysisSettings(),
+    retry_failed: bool = False,
+    on_scan: Callable[[int, int], None] | None = None,
+    on_track: Callable[[int, int, float], None] | None = None,
+) -> AnalyzeReport:
+    """Scan ``library`` and analyse every track that has no up-to-date analysis.
+
+    Parameters
+    ----------
+    library : Path
+        The music folder (read only; nothing is written there).
+    data_dir : Path
+        Where the catalogue and the spectrogram cache live.
+    jobs : int, optional
+        Worker processes; one per core by default.
+    settings : AnalysisSettings
+    retry_failed : bool
+        Try failed files again (by default a file that failed is retried only once it changes).
+    on_scan : callable(done, total), optional
+        Called as new files are hashed.
+    on_track : callable(done, total, audio_seconds), optional
+        Called as tracks finish, with the seconds of audio analysed so far.
+    """
+    library = resolve_library(library)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    started = time.perf_counter()
+    catalogue = Catalogue(data_dir, library=library)
+    try:
+        report = AnalyzeReport(scan=scan_library(catalogue, analysis_version=settings.version, progress=on_scan))
+        todo: dict[str, str] = {}  # content hash -> one path holding it
+        for track in catalogue.tracks():
+            stale = track.status == "analyzed" and catalogue.analysis_version(track.content_hash) != settings.version
+            if track.status == "pending" or stale or (retry_failed and track.status == "failed" and track.content_hash):
+                todo.setdefault(track.content_hash, track.path)
+        _run_pool(catalogue, todo, jobs=jobs, settings=settings, report=report, on_track=on_track)
+        report.counts = catalogue.status_counts()
+    finally:
+        catalogue.close()
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _run_pool(
+    catalogue: Catalogue,
+    todo: dict[str, str],
+    *,
+    jobs: int,
+    settings: AnalysisSettings,
+    report: AnalyzeReport,
+    on_track: Callable[[int, int, float], None] | None,
+) -> None:
+    """Analyse ``todo`` (hash -> path) with ``jobs`` workers, recording each result as it lands.
+
+    A worker that dies (a decoder crash, the OOM killer) breaks the whole pool: the pool is
+    rebuilt and the tracks that were in flight are tried again one at a time, so the file
+    that killed it is found and marked failed instead of stopping the run.
+    """
+    cache_root = str(catalogue.data_dir / "cache")
+    queue = list(todo.items())
+    suspects: list[tuple[str, str]] = []  # in flight when a worker died: retried alone
+    total, done = len(queue), 0
+    log_path = catalogue.data_dir / "decoder.log"
+    pool = _new_pool(jobs, log_path)
+    try:
+        while queue or suspects:
+            alone = bool(suspects)
+            batch = [suspects.pop()] if alone else []
+            in_flight: dict[Future, tuple[str, str]] = {}
+            try:
+                while True:
+                    source = batch if alone else queue
+                    while source and len(in_flight) < (1 if alone else 2 * jobs):
+                        digest, rel = source.pop(0)
+                        in_flight[pool.submit(_work, str(catalogue.library / rel), digest, settings, cache_root)] = (digest, rel)
+                    if not in_flight:
+                        break
+                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        digest, rel = in_flight.pop(future)
+                        kind, result = future.result()
+                        _record(catalogue, digest, rel, kind, result, report, settings.version)
+                        done += 1
+                        if on_track:
+                            on_track(done, total, report.audio_s)
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = _new_pool(jobs, log_path)
+                if alone:
+                    digest, rel = next(iter(in_flight.values()))
+                    catalogue.record_failure(content_hash=digest, error="the decoder crashed on this file")
+                    report.failed += 1
+                    done += 1
+                    if on_track:
+                        on_track(done, total, report.audio_s)
+                else:
+                    suspects.extend(in_flight.values())
+    except KeyboardInterrupt:
+        _stop(pool)
+        raise NextvoxError(
+            f"interrupted: {report.analyzed} tracks analysed in this run are saved; run analyze again to go on"
+        ) from None
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop at once: cancel what has not started and end the workers."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+
+
+def _record(
+    catalogue: Catalogue, digest: str, rel: str, kind: str, result: object, report: AnalyzeReport, version: str
+) -> None:
+    if kind == "failed":
+        if result == "file vanished during analysis":
+            catalogue.record_failure(path=rel, error=str(result))
+        else:
+            catalogue.record_failure(content_hash=digest, error=str(result))
+        report.failed += 1
+        return
+    assert isinstance(result, TrackAnalysis)
+    t0 = time.perf_counter()
+    catalogue.record_analysis(
+        digest,
+        analysis_version=version,
+        duration_s=result.duration_s,
+        excerpt_start_s=result.excerpt_start_s,
+        excerpt_s=result.excerpt_s,
+        vectors=result.vectors,
+    )
+    report.seconds_per_stage["write"] += time.perf_counter() - t0
+    for stage, seconds in result.seconds_per_stage.items():
+        report.seconds_per_stage[stage] += seconds
+    report.analyzed += 1
+    report.audio_s += result.duration_s

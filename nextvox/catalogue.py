@@ -1,0 +1,407 @@
+"""The catalogue: one SQLite file under the data directory that knows every track of a library.
+
+Tables
+------
+``tracks``
+    One row per audio file: its path relative to the library, content hash, size, mtime,
+    tags (artist, title, album, genre), status (``pending`` | ``analyzed`` | ``failed``)
+    and the reason of a failure.
+``analyses``
+    One row per distinct *content* (hash): the excerpt that was analysed and the analysis
+    version that produced its vectors. Keyed by content, so a moved or copied file is never
+    analysed twice.
+``vectors``
+    The vectors of an analysis (``timbre``, later ``melody`` ...), float32 blobs, each with
+    the model version that produced it.
+
+The database runs in WAL mode (readers such as the HTTP server never block the analysis)
+and every change is one transaction, so a killed process leaves the last committed state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nextvox.audio import AUDIO_EXTENSIONS
+from nextvox.errors import CatalogueError, NextvoxError
+
+__all__ = [
+    "Track",
+    "ScanReport",
+    "Catalogue",
+    "default_data_dir",
+    "resolve_library",
+    "content_hash",
+    "read_tags",
+    "scan_library",
+]
+
+SCHEMA_VERSION = 1
+HASH_CHUNK_BYTES = 1 << 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tracks (
+    path TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    artist TEXT, title TEXT, album TEXT, genre TEXT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'analyzed', 'failed')),
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS tracks_by_hash ON tracks (content_hash);
+CREATE TABLE IF NOT EXISTS analyses (
+    content_hash TEXT PRIMARY KEY,
+    analysis_version TEXT NOT NULL,
+    duration_s REAL NOT NULL,
+    excerpt_start_s REAL NOT NULL,
+    excerpt_s REAL NOT NULL,
+    analyzed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    content_hash TEXT NOT NULL,
+    name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (content_hash, name)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Track:
+    """One catalogued file. ``path`` is relative to the library, with ``/`` separators."""
+
+    path: str
+    content_hash: str
+    size_bytes: int
+    mtime_ns: int
+    artist: str | None
+    title: str | None
+    album: str | None
+    genre: str | None
+    status: str
+    error: str | None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What a scan found: counts of files per kind of change."""
+
+    total: int
+    new: int
+    changed: int
+    moved: int
+    removed: int
+    unchanged: int
+
+
+def default_data_dir(library: Path) -> Path:
+    """Where a library's catalogue lives when no ``--data-dir`` is given.
+
+    ``$NEXTVOX_DATA_DIR`` when set, else ``$XDG_DATA_HOME/nextvox/<name>-<digest>`` (by
+    default under ``~/.local/share``): outside the music folder, which may be read-only,
+    and one directory per library, told apart by a digest of its absolute path.
+    """
+    if os.environ.get("NEXTVOX_DATA_DIR"):
+        return Path(os.environ["NEXTVOX_DATA_DIR"])
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    root = Path(library).resolve()
+    digest = hashlib.blake2b(str(root).encode(), digest_size=4).hexdigest()
+    return base / "nextvox" / f"{root.name or 'root'}-{digest}"
+
+
+def resolve_library(library: Path) -> Path:
+    """The absolute library folder, or a NextvoxError saying why it cannot be used."""
+    library = Path(library).expanduser()
+    if not library.exists():
+        raise NextvoxError(f"library folder not found: {library}")
+    if not library.is_dir():
+        raise NextvoxError(f"not a folder: {library}")
+    if not os.access(library, os.R_OK | os.X_OK):
+        raise NextvoxError(f"library folder is not readable: {library}")
+    return library.resolve()
+
+
+def content_hash(path: Path) -> str:
+    """BLAKE2b digest (32 hex characters) of a file's bytes: the identity of its content."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_tags(path: Path) -> dict[str, str | None]:
+    """Artist, title, album and genre from the file's tags (None where absent or unreadable)."""
+    import mutagen
+
+    tags: dict[str, str | None] = {"artist": None, "title": None, "album": None, "genre": None}
+    try:
+        audio = mutagen.File(str(path), easy=True)
+    except Exception:  # mutagen raises many private types on damaged headers; tags are optional
+        return tags
+    if audio is None or audio.tags is None:
+        return tags
+    for key in tags:
+        try:
+            values = audio.tags.get(key)
+        except (KeyError, ValueError):
+            values = None
+        if values:
+            tags[key] = str(values[0]).strip() or None
+    return tags
+
+
+def _disk_error(error: sqlite3.Error) -> CatalogueError:
+    text = str(error)
+    if "full" in text:
+        return CatalogueError(f"the disk holding the catalogue is full ({text}); free space and run again — nothing already analysed is lost")
+    return CatalogueError(f"catalogue error: {text}")
+
+
+class Catalogue:
+    """The SQLite catalogue of one library, under ``data_dir/catalogue.sqlite``."""
+
+    def __init__(self, data_dir: Path, *, library: Path, create: bool = True):
+        self.data_dir = Path(data_dir)
+        self.library = Path(library)
+        self.path = self.data_dir / "catalogue.sqlite"
+        if not create and not self.path.exists():
+            raise NextvoxError(f"no catalogue for this library in {self.data_dir}: run `nextvox analyze {library}` first")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self.transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._check_meta()
+        except OSError as error:
+            raise CatalogueError(f"cannot use the data directory {self.data_dir}: {error.strerror}") from None
+        except sqlite3.DatabaseError as error:
+            raise CatalogueError(f"cannot open the catalogue {self.path}: {error}") from None
+
+    def _check_meta(self) -> None:
+        rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if not rows:
+            self._db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("library", str(self.library))],
+            )
+            return
+        if int(rows.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise CatalogueError(f"the catalogue {self.path} was written by a newer nextvox; upgrade nextvox")
+        if rows.get("library") != str(self.library):
+            raise CatalogueError(
+                f"the data directory {self.data_dir} holds the catalogue of {rows.get('library')}; "
+                f"pass another --data-dir for {self.library}"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Catalogue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    class _Transaction:
+        def __init__(self, db: sqlite3.Connection):
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.Error as error:
+                    self.db.execute("ROLLBACK")
+                    raise _disk_error(error) from None
+            else:
+                self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _disk_error(exc) from None
+
+    def transaction(self) -> Catalogue._Transaction:
+        """One atomic change: ``with catalogue.transaction() as db: ...``."""
+        return Catalogue._Transaction(self._db)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def tracks(self, *, status: str | None = None) -> list[Track]:
+        """All tracks (or those of one status), ordered by path."""
+        query = (
+            "SELECT t.path, t.content_hash, t.size_bytes, t.mtime_ns, t.artist, t.title, t.album, t.genre,"
+            " t.status, t.error, a.duration_s FROM tracks t LEFT JOIN analyses a USING (content_hash)"
+        )
+        params: tuple = ()
+        if status is not None:
+            query += " WHERE t.status = ?"
+            params = (status,)
+        rows = self._db.execute(query + " ORDER BY t.path", params).fetchall()
+        return [Track(*row) for row in rows]
+
+    def track(self, path: str) -> Track | None:
+        rows = [t for t in self._db.execute(
+            "SELECT t.path, t.content_hash, t.size_bytes, t.mtime_ns, t.artist, t.title, t.album, t.genre,"
+            " t.status, t.error, a.duration_s FROM tracks t LEFT JOIN analyses a USING (content_hash)"
+            " WHERE t.path = ?", (path,)).fetchall()]
+        return Track(*rows[0]) if rows else None
+
+    def status_counts(self) -> dict[str, int]:
+        counts = {"analyzed": 0, "failed": 0, "pending": 0}
+        for status, n in self._db.execute("SELECT status, COUNT(*) FROM tracks GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def analysis_version(self, content_hash: str) -> str | None:
+        row = self._db.execute("SELECT analysis_version FROM analyses WHERE content_hash = ?", (content_hash,)).fetchone()
+        return row[0] if row else None
+
+    def vectors(self, name: str) -> tuple[list[str], np.ndarray, list[str]]:
+        """Every stored vector of one name.
+
+        Returns
+        -------
+        hashes : list of str, length N
+        matrix : np.ndarray, shape (N, D), float32
+        model_versions : list of str, length N
+        """
+        rows = self._db.execute(
+            "SELECT content_hash, vector, model_version FROM vectors WHERE name = ? ORDER BY content_hash", (name,)
+        ).fetchall()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32), []
+        matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob, _ in rows])
+        return [h for h, _, _ in rows], matrix, [v for _, _, v in rows]
+
+    def vectors_of(self, content_hash: str) -> dict[str, np.ndarray]:
+        rows = self._db.execute("SELECT name, vector FROM vectors WHERE content_hash = ?", (content_hash,)).fetchall()
+        return {name: np.frombuffer(blob, dtype=np.float32).copy() for name, blob in rows}
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def record_analysis(
+        self,
+        content_hash: str,
+        *,
+        analysis_version: str,
+        duration_s: float,
+        excerpt_start_s: float,
+        excerpt_s: float,
+        vectors: dict[str, tuple[str, np.ndarray]],
+    ) -> None:
+        """Store an analysis and mark every track with this content analysed, atomically.
+
+        ``vectors`` maps a name to (model version, vector of shape (D,)).
+        """
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?)",
+                (content_hash, analysis_version, duration_s, excerpt_start_s, excerpt_s, time.time()),
+            )
+            db.execute("DELETE FROM vectors WHERE content_hash = ?", (content_hash,))
+            db.executemany(
+                "INSERT INTO vectors VALUES (?, ?, ?, ?)",
+                [(content_hash, name, version, np.asarray(v, dtype=np.float32).tobytes()) for name, (version, v) in vectors.items()],
+            )
+            db.execute("UPDATE tracks SET status = 'analyzed', error = NULL WHERE content_hash = ?", (content_hash,))
+
+    def record_failure(self, *, error: str, content_hash: str | None = None, path: str | None = None) -> None:
+        """Mark the tracks of one content (or one path) failed, with the reason."""
+        with self.transaction() as db:
+            if path is not None:
+                db.execute("UPDATE tracks SET status = 'failed', error = ? WHERE path = ?", (error, path))
+            else:
+                db.execute("UPDATE tracks SET status = 'failed', error = ? WHERE content_hash = ?", (error, content_hash))
+
+    def mark_pending(self, content_hashes: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE tracks SET status = 'pending', error = NULL WHERE content_hash = ?", [(h,) for h in content_hashes])
+
+
+def _walk_audio_files(root: Path) -> Iterator[Path]:
+    """Audio files under ``root`` (by extension), skipping hidden files and folders."""
+    for folder, subfolders, files in os.walk(root, onerror=None, followlinks=False):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+                yield Path(folder) / name
+
+
+def scan_library(
+    catalogue: Catalogue,
+    *,
+    analysis_version: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanReport:
+    """Bring the catalogue in line with the files under the library folder.
+
+    New and changed files are hashed and tagged; a file whose content is already known
+    (moved, renamed, copied) takes over the existing analysis; removed files leave, and an
+    analysis no track refers to any more is dropped. One transaction: a crash mid-scan
+    leaves the previous catalogue intact.
+    """
+    root = catalogue.library
+    known = {t.path: t for t in catalogue.tracks()}
+    on_disk: dict[str, os.stat_result] = {}
+    for file in _walk_audio_files(root):
+        try:
+            on_disk[file.relative_to(root).as_posix()] = file.stat()
+        except OSError:
+            continue  # vanished between listing and stat: it is not in the library
+    to_hash = [p for p, st in on_disk.items() if p not in known or (known[p].size_bytes, known[p].mtime_ns) != (st.st_size, st.st_mtime_ns)]
+    removed = [p for p in known if p not in on_disk]
+    removed_hashes = {known[p].content_hash for p in removed}
+
+    rows = []
+    new = changed = moved = 0
+    for i, rel in enumerate(to_hash):
+        path = root / rel
+        try:
+            digest = content_hash(path)
+        except OSError as error:
+            rows.append((rel, "", on_disk[rel].st_size, on_disk[rel].st_mtime_ns, None, None, None, None, "failed",
+                         f"cannot read the file ({error.strerror})"))
+            continue
+        if rel in known:
+            changed += 1
+        elif digest in removed_hashes:
+            moved += 1
+        else:
+            new += 1
+        tags = read_tags(path)
+        version = catalogue.analysis_version(digest)
+        status = "analyzed" if version == analysis_version else "pending"
+        rows.append((rel, digest, on_disk[rel].st_size, on_disk[rel].st_mtime_ns,
+                     tags["artist"], tags["title"], tags["album"], tags["genre"], status, None))
+        if progress:
+            progress(i + 1, len(to_hash))
+
+    with catalogue.transaction() as db:
+        db.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])
+        db.executemany("INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.execute("DELETE FROM vectors WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
+        db.execute("DELETE FROM analyses WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
+    return ScanReport(
+        total=len(on_disk), new=new, changed=changed, moved=moved, removed=len(removed) - moved,
+        unchanged=len(on_disk) - len(to_hash),
+    )

@@ -1,0 +1,316 @@
+"""The ``nextvox`` command line: a thin layer over the library.
+
+Contract (DESIGN.md): every command takes ``--data-dir`` and ``--help``; ``--json`` prints
+one JSON document on stdout and nothing else there; exit 0 on success, 2 on a usage error,
+1 on any other failure, with one clear line on stderr and never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from nextvox.errors import NextvoxError
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False)
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the catalogue, caches and indexes live. Default: $NEXTVOX_DATA_DIR, else "
+    "~/.local/share/nextvox/<library name>-<digest> (never inside the music folder).",
+)
+jobs_option = click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+json_flag = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout and nothing else there.")
+library_argument = click.argument("library", type=click.Path(path_type=Path))
+separator_option = click.option("--separator", help="Vocal separation method.")
+
+
+def _data_dir(ctx: click.Context, library: Path, data_dir: Path | None) -> Path:
+    """The command's --data-dir, else the one given before the command, else the default."""
+    from nextvox.catalogue import default_data_dir
+
+    chosen = data_dir or (ctx.obj or {}).get("data_dir")
+    return Path(chosen).expanduser() if chosen else default_data_dir(library)
+
+
+@click.group(context_settings=CONTEXT, help="Recommend songs by the singer's voice.")
+@data_dir_option
+@click.pass_context
+def app(ctx: click.Context, data_dir: Path | None) -> None:
+    ctx.obj = {"data_dir": data_dir}
+
+
+class _RealTimeColumn(ProgressColumn):
+    """Audio seconds processed per wall second ("x real time")."""
+
+    def render(self, task) -> Text:
+        audio_s = task.fields.get("audio_s")
+        if not audio_s or not task.elapsed:
+            return Text("")
+        return Text(f"{audio_s / task.elapsed:,.0f}x real time", style="cyan")
+
+
+@contextmanager
+def _progress(enabled: bool = True) -> Iterator[Progress]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RealTimeColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=False,
+        disable=not enabled or not stderr.is_terminal,
+    )
+    with progress:
+        yield progress
+
+
+# ---- demo ------------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--singers", type=click.IntRange(min=1), default=8, show_default=True, help="Number of singers.")
+@click.option("--songs", type=click.IntRange(min=1), default=5, show_default=True, help="Songs per singer.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed gives the same library.")
+@click.option("--voices", type=click.Choice(["demo", "train"]), default="demo", show_default=True,
+              help="demo: Debian-main voices; train: adds MBROLA, espeak-ng and warped voices.")
+@jobs_option
+@data_dir_option
+def demo(directory: Path, singers: int, songs: int, seed: int, voices: str, jobs: int | None, data_dir: Path | None) -> None:
+    """Make the project's own labelled song library: real recorded voices sing real melodies."""
+    del data_dir  # taken like every command's; the generator keeps no catalogue
+    from nextvox.synth import render_library
+
+    started = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("rendering songs", total=None)
+        labels = render_library(
+            directory, n_singers=singers, n_songs=songs, seed=seed, voice_set=voices, jobs=jobs,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    stderr.print(f"library ready in {time.perf_counter() - started:.0f} s: {directory} (labels: {labels})")
+
+
+# ---- analyze ---------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@jobs_option
+@separator_option
+@click.option("--retry-failed", is_flag=True, help="Try failed files again even if unchanged.")
+@json_flag
+@data_dir_option
+@click.pass_context
+def analyze(
+    ctx: click.Context, library: Path, jobs: int | None, separator: str | None, retry_failed: bool, as_json: bool,
+    data_dir: Path | None,
+) -> None:
+    """Scan the library and analyse new and changed tracks (incremental, resumable, parallel)."""
+    from nextvox.analysis import AnalysisSettings, analyze_library
+    from nextvox.separation import DEFAULT_SEPARATOR
+
+    settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR)
+    with _progress() as progress:
+        scan_task = progress.add_task("scanning", total=None)
+        track_task = progress.add_task("analysing", total=None, visible=False)
+        report = analyze_library(
+            library,
+            data_dir=_data_dir(ctx, library, data_dir),
+            jobs=jobs,
+            settings=settings,
+            retry_failed=retry_failed,
+            on_scan=lambda done, total: progress.update(scan_task, completed=done, total=total),
+            on_track=lambda done, total, audio_s: progress.update(
+                track_task, completed=done, total=total, audio_s=audio_s, visible=True
+            ),
+        )
+    scan = report.scan
+    summary = {
+        "files": scan.total, "new": scan.new, "changed": scan.changed, "moved": scan.moved,
+        "removed": scan.removed, "analyzed_now": report.analyzed, "failed_now": report.failed,
+        "audio_s": round(report.audio_s, 1), "wall_s": round(report.wall_s, 2),
+        "x_real_time": round(report.audio_s / report.wall_s, 1) if report.wall_s else None,
+        "seconds_per_stage": {k: round(v, 3) for k, v in report.seconds_per_stage.items()},
+        "counts": report.counts,
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    stderr.print(
+        f"{scan.total} files: {scan.new} new, {scan.changed} changed, {scan.moved} moved, {scan.removed} removed. "
+        f"Analysed {report.analyzed} tracks ({report.audio_s / 60:.1f} min of audio) in {report.wall_s:.1f} s"
+        + (f", {summary['x_real_time']:g}x real time" if report.analyzed else "")
+        + f"; {report.failed} failed."
+    )
+    counts = report.counts
+    stderr.print(f"catalogue: {counts.get('analyzed', 0)} analysed, {counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending"
+                 + (" (see `nextvox status` for the reasons)" if counts.get("failed") else ""))
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@json_flag
+@data_dir_option
+@click.pass_context
+def status(ctx: click.Context, library: Path, as_json: bool, data_dir: Path | None) -> None:
+    """Counts of analysed, failed and pending tracks, and every failed file with its reason."""
+    from nextvox.catalogue import Catalogue, resolve_library
+
+    root = resolve_library(library)
+    with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        tracks = catalogue.tracks()
+        counts = catalogue.status_counts()
+    if as_json:
+        print(json.dumps({
+            "library": str(root),
+            "counts": counts,
+            "tracks": [
+                {"path": t.path, "status": t.status, "error": t.error, "artist": t.artist, "title": t.title,
+                 "album": t.album, "genre": t.genre, "duration_s": t.duration_s}
+                for t in tracks
+            ],
+        }))
+        return
+    stdout.print(f"{root}: {len(tracks)} tracks — {counts['analyzed']} analysed, {counts['failed']} failed, {counts['pending']} pending")
+    failed = [t for t in tracks if t.status == "failed"]
+    if failed:
+        table = Table("failed file", "reason", box=None, pad_edge=False)
+        for track in failed:
+            table.add_row(track.path, track.error or "")
+        stdout.print(table)
+
+
+# ---- recommend -------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.argument("query", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-k", "--k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of recommendations.")
+@click.option("--melody-weight", type=click.FloatRange(min=0.0), help="Weight of melody similarity in the score.")
+@click.option("--timbre-weight", type=click.FloatRange(min=0.0), help="Weight of voice (timbre) similarity in the score.")
+@json_flag
+@data_dir_option
+@click.pass_context
+def recommend(
+    ctx: click.Context, library: Path, query: tuple[Path, ...], k: int, melody_weight: float | None,
+    timbre_weight: float | None, as_json: bool, data_dir: Path | None,
+) -> None:
+    """Recommend the next songs: voices (and, by choice, melodies) alike, each with the reason."""
+    from nextvox.analysis import AnalysisSettings
+    from nextvox.catalogue import Catalogue, resolve_library
+    from nextvox.recommend import DEFAULT_W_MELODY, DEFAULT_W_TIMBRE, recommend as recommend_tracks, resolve_query
+
+    root = resolve_library(library)
+    with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        queries = [resolve_query(catalogue, q, settings=AnalysisSettings()) for q in query]
+        results = recommend_tracks(
+            catalogue, queries, k=k,
+            w_timbre=DEFAULT_W_TIMBRE if timbre_weight is None else timbre_weight,
+            w_melody=DEFAULT_W_MELODY if melody_weight is None else melody_weight,
+        )
+    labels = [q.label for q in queries]
+    if as_json:
+        print(json.dumps({
+            "query": labels[0] if len(labels) == 1 else labels,
+            "results": [r.__dict__ for r in results],
+        }))
+        return
+    stdout.print(f"Voices like {', '.join(labels)}:")
+    table = Table("#", "score", "track", "artist — title", "genre", "why", box=None, pad_edge=False)
+    for rank, r in enumerate(results, 1):
+        table.add_row(str(rank), f"{r.score:.3f}", r.path, f"{r.artist or '?'} — {r.title or '?'}", r.genre or "", r.reason)
+    stdout.print(table)
+
+
+# ---- evaluate --------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.option("--labels", required=True, type=click.Path(path_type=Path), help="Labels CSV: path, singer [, gender, melody, genre].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON to this file.")
+@jobs_option
+@separator_option
+@click.option("--model", type=click.Path(path_type=Path), help="Folder of other trained weights to evaluate.")
+@click.option("--melody-weight", type=click.FloatRange(min=0.0), help="Melody weight of the combined score.")
+@data_dir_option
+@click.pass_context
+def evaluate(
+    ctx: click.Context, library: Path, labels: Path, json_out: Path | None, jobs: int | None, separator: str | None,
+    model: Path | None, melody_weight: float | None, data_dir: Path | None,
+) -> None:
+    """Measure singer, melody and gender retrieval of every embedding, with baselines and chance levels."""
+    from nextvox.evaluation import evaluate_library, format_table
+    from nextvox.recommend import DEFAULT_W_MELODY, DEFAULT_W_TIMBRE
+
+    with _progress() as progress:
+        task = progress.add_task("evaluating", total=None)
+        result = evaluate_library(
+            library, labels, data_dir=_data_dir(ctx, library, data_dir), jobs=jobs, separator=separator,
+            model_dir=model, w_timbre=DEFAULT_W_TIMBRE,
+            w_melody=DEFAULT_W_MELODY if melody_weight is None else melody_weight,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    stdout.print(format_table(result), markup=False)
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(result, indent=2))
+        except OSError as error:
+            raise NextvoxError(f"cannot write {json_out}: {error.strerror}") from None
+
+
+# ---- entry point -----------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> int:
+    stderr.print(f"nextvox: error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 usage error, 1 any other failure)."""
+    try:
+        result = app.main(args=argv, prog_name="nextvox", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        print(error.ctx.get_help() if error.ctx else "usage: nextvox COMMAND ...", file=sys.stderr)
+        return 2
+    except click.UsageError as error:
+        return _fail(error.format_message(), 2)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        return _fail("interrupted", 1)
+    except NextvoxError as error:
+        return _fail(str(error), 1)
+    except BrokenPipeError:
+        # The reader of our output went away (`nextvox status | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:
+        return _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 1)
+    except Exception as error:  # a bug: still one line, and the way to report it
+        return _fail(f"internal error ({type(error).__name__}: {error}); please report it with the command you ran", 1)
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Log-mel spectrograms and the MFCC-statistics vector, over 16 kHz mono float32 audio.
+
+The log-mel is the input of every learned model: 48 mel bands, a 512-sample window and a
+256-sample hop, as in the seed, so a 120 s excerpt gives 48 x 7501 frames. It is computed
+with ``torch.stft`` and a mel matrix from librosa (about 20x faster than ``librosa``'s own
+path on one core) and cached on disk by content hash and parameters (see ``MelCache``), so
+that retraining never decodes a song twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+import torch
+
+from nextvox.constants import FRAMES_PER_EXCERPT, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE_HZ
+
+__all__ = [
+    "MEL_PARAMS",
+    "LOG_FLOOR",
+    "log_mel",
+    "n_frames",
+    "mfcc_from_log_mel",
+    "mfcc_statistics",
+    "MelCache",
+    "pad_frames",
+]
+
+MEL_PARAMS = {
+    "sample_rate_hz": SAMPLE_RATE_HZ,
+    "n_fft": N_FFT,
+    "hop_length": HOP_LENGTH,
+    "n_mels": N_MELS,
+    "fmin_hz": 0.0,
+    "fmax_hz": SAMPLE_RATE_HZ / 2,
+}
+LOG_FLOOR = 1e-6  # power floor before the log: -60 dB under a full-scale sine's band power
+N_MFCC = 20
+
+
+@lru_cache(maxsize=1)
+def _mel_basis() -> torch.Tensor:
+    import librosa
+
+    basis = librosa.filters.mel(
+        sr=SAMPLE_RATE_HZ, n_fft=N_FFT, n_mels=N_MELS, fmin=MEL_PARAMS["fmin_hz"], fmax=MEL_PARAMS["fmax_hz"]
+    )
+    return torch.from_numpy(basis)  # (n_mels, n_fft // 2 + 1)
+
+
+@lru_cache(maxsize=1)
+def _window() -> torch.Tensor:
+    return torch.hann_window(N_FFT)
+
+
+def n_frames(n_samples: int) -> int:
+    """Frames of a centred STFT over ``n_samples`` samples.
+
+    >>> n_frames(120 * 16000)
+    7501
+    """
+    return n_samples // HOP_LENGTH + 1
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """Natural-log mel power spectrogram.
+
+    Parameters
+    ----------
+    samples : np.ndarray, shape (n,), float32
+        Mono audio at ``SAMPLE_RATE_HZ``.
+
+    Returns
+    -------
+    np.ndarray, shape (N_MELS, n_frames(n)), float32
+        ``log(mel power + LOG_FLOOR)``.
+
+    >>> log_mel(np.zeros(16000, dtype=np.float32)).shape
+    (48, 63)
+    """
+    with torch.inference_mode():
+        audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+        spectrum = torch.stft(audio, N_FFT, HOP_LENGTH, window=_window(), center=True, return_complex=True)
+        power = spectrum.real.square() + spectrum.imag.square()  # (n_fft // 2 + 1, T)
+        mel = _mel_basis() @ power  # (n_mels, T)
+        return torch.log(mel + LOG_FLOOR).numpy()
+
+
+def mfcc_from_log_mel(log_mel_spectrogram: np.ndarray, *, n_mfcc: int = N_MFCC) -> np.ndarray:
+    """MFCCs as the orthonormal DCT-II of a log-mel spectrogram over its bands.
+
+    Parameters
+    ----------
+    log_mel_spectrogram : np.ndarray, shape (n_mels, T)
+    n_mfcc : int
+        Coefficients kept, c0 included.
+
+    Returns
+    -------
+    np.ndarray, shape (n_mfcc, T)
+    """
+    return scipy.fft.dct(log_mel_spectrogram, type=2, axis=0, norm="ortho")[:n_mfcc]
+
+
+def mfcc_statistics(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int | None = None) -> np.ndarray:
+    """Mean and standard deviation over time of MFCC 1..19 (c0, the loudness, left out).
+
+    Parameters
+    ----------
+    log_mel_spectrogram : np.ndarray, shape (n_mels, T)
+    n_valid_frames : int, optional
+        Frames before the padding; all ``T`` when None.
+
+    Returns
+    -------
+    np.ndarray, shape (2 * (N_MFCC - 1),), float32
+    """
+    frames = log_mel_spectrogram[:, : n_valid_frames or log_mel_spectrogram.shape[1]]
+    mfcc = mfcc_from_log_mel(frames)[1:]  # (N_MFCC - 1, T)
+    return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)]).astype(np.float32)
+
+
+class MelCache:
+    """Log-mel spectrograms on disk, one ``.npz`` per song and parameter set.
+
+    The key is the song's content hash plus a digest of everything that shaped the
+    spectrogram (mel parameters, the excerpt rule's version, the separator), so a change of
+    any of them misses the cache instead of returning a stale spectrogram. Only the valid
+    frames are stored (float16), with the excerpt's place in the song beside them.
+    """
+
+    def __init__(self, root: Path, *, separator: str, excerpt_version: int):
+        params = dict(MEL_PARAMS, separator=separator, excerpt_version=excerpt_version)
+        digest = hashlib.blake2b(json.dumps(params, sort_keys=True).encode(), digest_size=6).hexdigest()
+        self.directory = Path(root) / f"mel-{digest}"
+
+    def path(self, content_hash: str) -> Path:
+        return self.directory / content_hash[:2] / f"{content_hash}.npz"
+
+    def load(self, content_hash: str) -> tuple[np.ndarray, float, float] | None:
+        """(spectrogram (N_MELS, T_valid) float32, excerpt start s, song duration s), or None when absent or unreadable."""
+        try:
+            with np.load(self.path(content_hash)) as stored:
+                return stored["log_mel"].astype(np.float32), float(stored["start_s"]), float(stored["duration_s"])
+        except (OSError, ValueError, EOFError, KeyError):
+            return None
+
+    def store(self, content_hash: str, spectrogram: np.ndarray, *, start_s: float, duration_s: float) -> bool:
+        """Write atomically; returns False (and leaves nothing) when the disk refuses.
+
+        A full disk must not fail the analysis: the cache only saves time.
+        """
+        target = self.path(content_hash)
+        temporary = target.with_name(f"{target.stem}.{os.getpid()}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as f:
+                np.savez(f, log_mel=spectrogram.astype(np.float16), start_s=start_s, duration_s=duration_s)
+            os.replace(temporary, target)
+            return True
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            return False
+
+
+def pad_frames(spectrogram: np.ndarray, *, n_frames_total: int = FRAMES_PER_EXCERPT) -> np.ndarray:
+    """Pad (N_MELS, T_valid) to (N_MELS, n_frames_total) with the log floor (silence)."""
+    padded = np.full((spectrogram.shape[0], n_frames_total), np.log(LOG_FLOOR), dtype=np.float32)
+    t = min(spectrogram.shape[1], n_frames_total)
+    padded[:, :t] = spectrogram[:, :t]
+    return padded
