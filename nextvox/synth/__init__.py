@@ -1,0 +1,1 @@
+"""nextvox's own singing library: real recorded speakers sing folk melodies over MIDI accompaniment."""
