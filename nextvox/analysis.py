@@ -24,7 +24,7 @@ from nextvox.audio import load_excerpt
 from nextvox.catalogue import Catalogue, ScanReport, resolve_library, scan_library
 from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
-from nextvox.features import MelCache, log_mel, mfcc_statistics
+from nextvox.features import MelCache, log_mel, recording_fingerprint, mfcc_statistics
 from nextvox.separation import DEFAULT_SEPARATOR, separate
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
 
 EXCERPT_VERSION = 1  # bump when the excerpt rule of nextvox.audio changes
 TIMBRE_STANDIN_VERSION = "mfcc-stats-1"
+FINGERPRINT_VERSION = "mel-thumbnail-1"
 STAGES = ("decode", "separation", "features", "inference")
 
 
@@ -50,7 +51,7 @@ class AnalysisSettings:
 
     @property
     def version(self) -> str:
-        return f"excerpt{EXCERPT_VERSION}/sep-{self.separator}/timbre-{TIMBRE_STANDIN_VERSION}"
+        return f"excerpt{EXCERPT_VERSION}/sep-{self.separator}/timbre-{TIMBRE_STANDIN_VERSION}/{FINGERPRINT_VERSION}"
 
 
 @dataclass
@@ -80,7 +81,8 @@ class AnalyzeReport:
 def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, tuple[str, np.ndarray]]:
     """The vectors of one excerpt's vocal log-mel, by name, with the version of what made them.
 
-    Until the learned encoders land, MFCC statistics stand in for the timbre vector.
+    ``fingerprint`` tells one recording from another (near-duplicates); until the learned
+    encoders land, MFCC statistics stand in for the timbre vector.
 
     Parameters
     ----------
@@ -89,7 +91,10 @@ def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, 
         Frames before the padding.
     """
     timbre_vector = mfcc_statistics(log_mel_spectrogram, n_valid_frames=n_valid_frames)
-    return {"timbre": (TIMBRE_STANDIN_VERSION, timbre_vector)}
+    return {
+        "timbre": (TIMBRE_STANDIN_VERSION, timbre_vector),
+        "fingerprint": (FINGERPRINT_VERSION, recording_fingerprint(log_mel_spectrogram, n_valid_frames=n_valid_frames)),
+    }
 
 
 def analyze_track(

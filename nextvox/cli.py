@@ -24,7 +24,8 @@ from rich.text import Text
 from nextvox.errors import NextvoxError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False)
+# Wide enough that a table piped to a file or a pager keeps one line per row.
+stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 data_dir_option = click.option(

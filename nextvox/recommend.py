@@ -4,8 +4,8 @@ score(q, c) = w_timbre * cos(timbre_q, timbre_c) + w_melody * cos(melody_q, melo
 
 A query is one track of the library, several (a listening history: their vectors are
 averaged), or any audio file, which is analysed on the fly. The query's own tracks, copies
-of them (same content) and near-duplicates (the same recording in another format: almost
-the same timbre vector and length) are never recommended. Every result says why.
+of them (same content) and near-duplicates (the same recording in another format: the same
+coarse spectrogram over the excerpt) are never recommended. Every result says why.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ __all__ = ["DEFAULT_W_TIMBRE", "DEFAULT_W_MELODY", "Query", "Recommendation", "r
 
 DEFAULT_W_TIMBRE = 1.0
 DEFAULT_W_MELODY = 0.0  # no melody model yet: voices alone decide
-NEAR_DUPLICATE_SIMILARITY = 0.995  # timbre cosine above which two tracks of one length are one recording
-NEAR_DUPLICATE_LENGTH_S = 1.0
+NEAR_DUPLICATE_SIMILARITY = 0.9  # fingerprints this alike are one recording (see features.recording_fingerprint)
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,11 @@ def recommend(
         score = score + w_melody * melody_similarity
 
     excluded = {q.content_hash for q in queries if q.content_hash}
-    query_lengths = [q.duration_s for q in queries if q.duration_s is not None]
+    fingerprints = VectorIndex.from_catalogue(catalogue, "fingerprint")
+    for q in queries:
+        if "fingerprint" in q.vectors and len(fingerprints):
+            similarity = fingerprints.similarities(q.vectors["fingerprint"])
+            excluded.update(fingerprints.keys[i] for i in np.flatnonzero(similarity >= NEAR_DUPLICATE_SIMILARITY))
     tracks_by_hash: dict[str, list[Track]] = {}
     for track in catalogue.tracks(status="analyzed"):
         tracks_by_hash.setdefault(track.content_hash, []).append(track)
@@ -139,10 +142,6 @@ def recommend(
         if digest in excluded or digest not in tracks_by_hash:
             continue
         track = tracks_by_hash[digest][0]
-        if timbre_similarity[i] >= NEAR_DUPLICATE_SIMILARITY and any(
-            track.duration_s is not None and abs(track.duration_s - length) < NEAR_DUPLICATE_LENGTH_S for length in query_lengths
-        ):
-            continue
         melody = None if melody_similarity is None else float(melody_similarity[i])
         reason = f"voice {_percentile_words(float(timbre_similarity[i]), timbre_similarity)} (timbre {timbre_similarity[i]:.2f})"
         if melody is not None and w_melody > 0:

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up nextvox on a fresh Debian 12 machine, as root: the Debian packages it needs and a
+# virtual environment in .venv/ at the repository root with the project installed in it.
+# Safe to run again: what is already there is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Speech voices (real recorded speakers) the demo library sings with, the MIDI synthesizer and
+# its General MIDI soundfont for the accompaniment, and codecs for the library's formats.
+DEBIAN_PACKAGES=(
+  festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-ca-ona-hts festvox-ru
+  flite espeak-ng fluidsynth fluid-soundfont-gm ffmpeg sox libsndfile1 gcc
+)
+PYTHON=${PYTHON:-python3}
+# A bare Debian python3 lacks venv and the headers that webrtcvad (resemblyzer) compiles against.
+if ! "$PYTHON" -c "import ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')" 2>/dev/null; then
+  DEBIAN_PACKAGES+=(python3-venv python3-dev)
+fi
+missing=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# torch first and pinned: anything that asks for a looser torch would pull a CUDA build.
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[test]"
+if .venv/bin/python -m pip list 2>/dev/null | grep -qiE '^(torchaudio|nvidia-)'; then
+  echo "setup: a CUDA or torchaudio package was installed; remove it (see scripts/constraints.txt)" >&2
+  exit 1
+fi
+echo "nextvox is set up: .venv/bin/nextvox"
