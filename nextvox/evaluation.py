@@ -141,7 +141,7 @@ def transposition_invariant_similarity(queries: np.ndarray, items: np.ndarray) -
 
     >>> c_major = np.array([[1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1]], dtype=float)
     >>> d_major = np.roll(c_major, 2, axis=1)
-    >>> float(transposition_invariant_similarity(c_major, d_major)[0, 0])
+    >>> round(float(transposition_invariant_similarity(c_major, d_major)[0, 0]), 6)
     1.0
     """
     queries, items = _unit_rows(queries), _unit_rows(items)
@@ -599,3 +599,467 @@ def _baseline_vectors(
         raise
     pool.shutdown(wait=True)
     return vectors, failures
+
+
+# ---- labels ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Labels:
+    """The rows of a labels CSV, in file order.
+
+    Attributes
+    ----------
+    paths : list of str, length N
+        Track paths relative to the library, ``/``-separated.
+    line_numbers : list of int, length N
+        Line of each row in the file (the header is line 1).
+    singers, genders, melodies : np.ndarray of str, shape (N,)
+        ``""`` where a gender or melody is not given.
+    has_gender, has_melody : bool
+        Whether the file has the column at all.
+    """
+
+    paths: list[str]
+    line_numbers: list[int]
+    singers: np.ndarray
+    genders: np.ndarray
+    melodies: np.ndarray
+    has_gender: bool
+    has_melody: bool
+
+
+def _library_relative(raw: str, *, library: Path, where: str) -> str:
+    """A CSV path as the catalogue spells it: relative to ``library``, ``/``-separated."""
+    path = PurePosixPath(raw.replace("\\", "/"))
+    if path.is_absolute():
+        try:
+            path = PurePosixPath(Path(path).resolve().relative_to(library).as_posix())
+        except ValueError:
+            raise NextvoxError(f"{where}: {raw} is outside the library {library}") from None
+    if ".." in path.parts or str(path) in ("", "."):
+        raise NextvoxError(f"{where}: {raw!r} is not a path inside the library")
+    return str(path)
+
+
+def read_labels(labels_csv: Path, *, library: Path) -> Labels:
+    """Read and check a labels CSV (see DESIGN.md: ``path`` and ``singer`` required).
+
+    Column names are matched without regard to case or surrounding spaces; columns other
+    than ``path``, ``singer``, ``gender`` and ``melody`` are ignored.
+
+    Parameters
+    ----------
+    labels_csv : Path
+    library : Path
+        Absolute library folder; paths may be given relative to it or absolute inside it.
+
+    Raises
+    ------
+    NextvoxError
+        Naming the file and line: missing or unreadable file, no header, a missing
+        ``path`` or ``singer`` column, a row with too many or too few fields, an empty path
+        or singer, a gender other than female/male, a path listed twice.
+    """
+    labels_csv = Path(labels_csv)
+    if not labels_csv.is_file():
+        raise NextvoxError(f"labels file not found: {labels_csv}")
+    try:
+        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise NextvoxError(f"{labels_csv}: not a UTF-8 text file") from None
+    except csv.Error as error:
+        raise NextvoxError(f"{labels_csv}: not a readable CSV file ({error})") from None
+    except OSError as error:
+        raise NextvoxError(f"cannot read the labels file {labels_csv}: {error.strerror}") from None
+    if not rows:
+        raise NextvoxError(f"{labels_csv}: empty file (a header row with path and singer columns is needed)")
+    header = [name.strip().lower() for name in rows[0]]
+    missing = [name for name in ("path", "singer") if name not in header]
+    if missing:
+        raise NextvoxError(f"{labels_csv}: no {' or '.join(repr(m) for m in missing)} column in the header (found: {', '.join(header) or 'nothing'})")
+    column = {name: header.index(name) for name in ("path", "singer", "gender", "melody") if name in header}
+
+    paths: list[str] = []
+    line_numbers: list[int] = []
+    singers: list[str] = []
+    genders: list[str] = []
+    melodies: list[str] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(field.strip() for field in row):
+            continue  # a blank line
+        where = f"{labels_csv}: line {line}"
+        if len(row) != len(header):
+            raise NextvoxError(f"{where}: {len(row)} fields, but the header has {len(header)}")
+        fields = {name: row[i].strip() for name, i in column.items()}
+        if not fields["path"]:
+            raise NextvoxError(f"{where}: empty path")
+        if not fields["singer"]:
+            raise NextvoxError(f"{where}: empty singer")
+        gender = fields.get("gender", "").lower()
+        if gender not in ("", *GENDERS):
+            raise NextvoxError(f"{where}: gender {fields['gender']!r} is not one of: {', '.join(GENDERS)} (or empty)")
+        path = _library_relative(fields["path"], library=library, where=where)
+        if path in seen:
+            raise NextvoxError(f"{where}: {path} is listed twice (first on line {seen[path]})")
+        seen[path] = line
+        paths.append(path)
+        line_numbers.append(line)
+        singers.append(fields["singer"])
+        genders.append(gender)
+        melodies.append(fields.get("melody", ""))
+    if not paths:
+        raise NextvoxError(f"{labels_csv}: no labelled tracks (only a header)")
+    return Labels(
+        paths=paths,
+        line_numbers=line_numbers,
+        singers=np.array(singers),
+        genders=np.array(genders),
+        melodies=np.array(melodies),
+        has_gender="gender" in column,
+        has_melody="melody" in column,
+    )
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Embedding:
+    """One row of the evaluation: how to compare tracks, and vectors for the gender head.
+
+    ``similarity_rows(indices)`` gives the (Q, N) similarity of tracks ``indices`` to all N
+    evaluated tracks; ``features`` (N, D) is what a gender head is trained on. Both None
+    when the embedding does not exist yet, and then ``note`` says why.
+    """
+
+    similarity_rows: Callable[[np.ndarray], np.ndarray] | None
+    features: np.ndarray | None
+    note: str | None = None
+    model_version: str | None = None
+
+
+def _cosine_embedding(vectors: np.ndarray, *, note: str | None = None, model_version: str | None = None) -> _Embedding:
+    unit = _unit_rows(vectors)
+    return _Embedding(lambda rows: unit[rows] @ unit.T, unit, note, model_version)
+
+
+def _chroma_embedding(vectors: np.ndarray) -> _Embedding:
+    return _Embedding(
+        lambda rows: transposition_invariant_similarity(vectors[rows], vectors),
+        vectors,
+        "mean chroma, best of 12 transpositions",
+        BASELINE_VERSIONS["chroma"],
+    )
+
+
+def _catalogue_vectors(catalogue: Catalogue, name: str, hashes: list[str]) -> tuple[np.ndarray | None, str | None, str | None]:
+    """(vectors (N, D) in the order of ``hashes``, model version, note); vectors None when absent."""
+    stored_hashes, matrix, versions = catalogue.vectors(name)
+    row_of = {digest: i for i, digest in enumerate(stored_hashes)}
+    absent = sum(digest not in row_of for digest in hashes)
+    if absent == len(hashes):
+        return None, None, f"no {name} model yet"
+    if absent:
+        return None, None, f"{name} vectors missing for {absent} of {len(hashes)} tracks: run nextvox analyze"
+    rows = [row_of[digest] for digest in hashes]
+    used_versions = sorted({versions[i] for i in rows})
+    if len(used_versions) > 1:
+        return None, None, f"{name} vectors come from several models ({', '.join(used_versions)}): run nextvox analyze"
+    return matrix[rows], used_versions[0], None
+
+
+def _project_embeddings(
+    catalogue: Catalogue, hashes: list[str], *, w_timbre: float, w_melody: float
+) -> dict[str, _Embedding]:
+    """``timbre``, ``melody`` and ``combined`` from the catalogue, or rows saying what is missing."""
+    timbre, timbre_version, timbre_missing = _catalogue_vectors(catalogue, "timbre", hashes)
+    melody, melody_version, melody_missing = _catalogue_vectors(catalogue, "melody", hashes)
+    timbre_note = (
+        f"MFCC-statistics stand-in ({TIMBRE_STANDIN_VERSION}): no learned timbre encoder yet"
+        if timbre_version == TIMBRE_STANDIN_VERSION
+        else None
+    )
+    embeddings = {
+        "timbre": _Embedding(None, None, timbre_missing) if timbre is None else _cosine_embedding(timbre, note=timbre_note, model_version=timbre_version),
+        "melody": _Embedding(None, None, melody_missing) if melody is None else _cosine_embedding(melody, model_version=melody_version),
+    }
+
+    # score = w_t cos(t) + w_m cos(m) is the dot product of [sqrt(w_t) t^, sqrt(w_m) m^]: one
+    # vector per track that both ranks like the recommender and feeds the gender head.
+    formula = f"score = {w_timbre:g}·cos(timbre) + {w_melody:g}·cos(melody)"
+    parts, missing = [], []
+    for weight, vectors, why in ((w_timbre, timbre, timbre_missing), (w_melody, melody, melody_missing)):
+        if weight > 0:
+            if vectors is None:
+                missing.append(why)
+            else:
+                parts.append(np.sqrt(weight) * _unit_rows(vectors))
+    if missing:
+        embeddings["combined"] = _Embedding(None, None, f"{formula}; {'; '.join(missing)}")
+    else:
+        combined = np.concatenate(parts, axis=1)
+        note = "; ".join(n for n in (formula, timbre_note if w_timbre > 0 else None) if n)
+        embeddings["combined"] = _Embedding(lambda rows: combined[rows] @ combined.T, combined, note)
+    return embeddings
+
+
+def _retrieval(embedding: _Embedding, *, singers: np.ndarray, melodies: np.ndarray) -> tuple[QueryScores, QueryScores]:
+    """Singer and melody scores of every track, computed in blocks of query rows."""
+    singer_parts, melody_parts = [], []
+    for start in range(0, len(singers), QUERY_BLOCK):
+        rows = np.arange(start, min(len(singers), start + QUERY_BLOCK))
+        similarity = embedding.similarity_rows(rows)  # (Q, N)
+        singer_parts.append(singer_retrieval(similarity, singers=singers, query_indices=rows))
+        melody_parts.append(melody_retrieval(similarity, singers=singers, melodies=melodies, query_indices=rows))
+    singer_scores, melody_scores = singer_parts[0], melody_parts[0]
+    for singer_part, melody_part in zip(singer_parts[1:], melody_parts[1:]):
+        singer_scores, melody_scores = singer_scores.concatenate(singer_part), melody_scores.concatenate(melody_part)
+    return singer_scores, melody_scores
+
+
+def _check_weights(w_timbre: float, w_melody: float) -> None:
+    for name, weight in (("timbre", w_timbre), ("melody", w_melody)):
+        if not (math.isfinite(weight) and weight >= 0):
+            raise NextvoxError(f"the {name} weight must be a number >= 0, not {weight}")
+    if w_timbre + w_melody == 0:
+        raise NextvoxError("the timbre and melody weights are both 0: nothing would rank the tracks")
+
+
+def _check_model_dir(model_dir: Path | None) -> None:
+    """Other trained weights cannot be evaluated until the learned encoders exist."""
+    if model_dir is None:
+        return
+    if not Path(model_dir).is_dir():
+        raise NextvoxError(f"model folder not found: {model_dir}")
+    raise NextvoxError(f"no trained models to evaluate in {model_dir}: this version of nextvox has no learned timbre or melody encoder yet")
+
+
+def evaluate_library(
+    library: Path,
+    labels_csv: Path,
+    *,
+    data_dir: Path,
+    jobs: int | None = None,
+    separator: str | None = None,
+    model_dir: Path | None = None,
+    w_timbre: float = 1.0,
+    w_melody: float = 0.0,
+    progress: ProgressCallback | None = None,
+) -> dict:
+    """Analyse ``library`` if needed and measure every embedding against the labels.
+
+    Parameters
+    ----------
+    library : Path
+        The music folder.
+    labels_csv : Path
+        Labels (``path``, ``singer``; optional ``gender``, ``melody``); see :func:`read_labels`.
+    data_dir : Path
+        Catalogue and caches (baseline vectors go to ``data_dir/cache/baselines``).
+    jobs : int, optional
+        Worker processes for analysis and baselines; one per core by default.
+    separator : str, optional
+        Vocal separator of the analysis; the project default when None.
+    model_dir : Path, optional
+        Other trained weights to evaluate (not possible yet: raises NextvoxError).
+    w_timbre, w_melody : float
+        Weights of the ``combined`` score, ``>= 0``, not both 0.
+    progress : callable(stage, done, total), optional
+        Stages ``"scan"``, ``"analyze"``, ``"baselines"``.
+
+    Returns
+    -------
+    dict
+        JSON-ready, in the shape of DESIGN.md's ``evaluate --json``: ``n_tracks``,
+        ``n_singers``, ``embeddings`` (per name: ``singer_map``, ``singer_p_at_5``,
+        ``melody_map``, ``note``), ``gender`` (per name: ``leave_one_singer_out_accuracy``,
+        ``balanced_accuracy``; and ``default_head``), plus ``chance`` (the same metrics for a
+        random ranking or the majority gender), ``n_singer_queries``, ``n_melody_queries``,
+        ``n_gender_tracks``, ``n_labelled``, ``n_failed``, ``failed`` (path and reason of
+        each labelled track left out), ``notes``, ``settings`` and ``timings_s``. A metric
+        that cannot be measured is None, with a note saying why.
+
+    Raises
+    ------
+    NextvoxError
+        For a bad library, labels file, weight or model folder.
+    """
+    _check_weights(w_timbre, w_melody)
+    library = resolve_library(library)
+    _check_model_dir(model_dir)
+    labels = read_labels(labels_csv, library=library)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR)
+
+    started = time.perf_counter()
+    analyze_library(
+        library,
+        data_dir=data_dir,
+        jobs=jobs,
+        settings=settings,
+        on_scan=(lambda done, total: progress("scan", done, total)) if progress else None,
+        on_track=(lambda done, total, _audio_s: progress("analyze", done, total)) if progress else None,
+    )
+    analysed_at = time.perf_counter()
+
+    catalogue = Catalogue(data_dir, library=library)
+    try:
+        tracks = {track.path: track for track in catalogue.tracks()}
+        failed: list[dict[str, str]] = []
+        kept: list[int] = []  # label rows whose track was analysed
+        for i, path in enumerate(labels.paths):
+            track = tracks.get(path)
+            if track is None:
+                kind = "not an audio file nextvox reads" if (library / path).is_file() else "no such file"
+                raise NextvoxError(f"{labels_csv}: line {labels.line_numbers[i]}: {path} is not a track of the library {library} ({kind})")
+            if track.status == "analyzed":
+                kept.append(i)
+            else:
+                failed.append({"path": path, "error": track.error or "not analysed"})
+
+        files = {tracks[labels.paths[i]].content_hash: library / labels.paths[i] for i in kept}
+        baselines, baseline_failures = _baseline_vectors(files, data_dir=data_dir, jobs=jobs, progress=progress)
+        for i in list(kept):
+            reason = baseline_failures.get(tracks[labels.paths[i]].content_hash)
+            if reason:
+                failed.append({"path": labels.paths[i], "error": f"baselines: {reason}"})
+                kept.remove(i)
+        baselines_at = time.perf_counter()
+
+        hashes = [tracks[labels.paths[i]].content_hash for i in kept]
+        embeddings = _project_embeddings(catalogue, hashes, w_timbre=w_timbre, w_melody=w_melody)
+    finally:
+        catalogue.close()
+    embeddings["mfcc"] = _cosine_embedding(np.stack([baselines["mfcc"][h] for h in hashes]) if hashes else np.zeros((0, 1)), model_version=BASELINE_VERSIONS["mfcc"])
+    embeddings["resemblyzer"] = _cosine_embedding(np.stack([baselines["resemblyzer"][h] for h in hashes]) if hashes else np.zeros((0, 1)), model_version=BASELINE_VERSIONS["resemblyzer"])
+    embeddings["chroma"] = _chroma_embedding(np.stack([baselines["chroma"][h] for h in hashes]) if hashes else np.zeros((0, 12)))
+
+    singers, genders, melodies = labels.singers[kept], labels.genders[kept], labels.melodies[kept]
+    result = _measure(embeddings, singers=singers, genders=genders, melodies=melodies, labels=labels)
+    result.update(
+        n_labelled=len(labels.paths),
+        n_failed=len(failed),
+        failed=failed,
+        settings={"separator": settings.separator, "w_timbre": w_timbre, "w_melody": w_melody, "analysis_version": settings.version},
+        timings_s={
+            "analysis": round(analysed_at - started, 3),
+            "baselines": round(baselines_at - analysed_at, 3),
+            "metrics": round(time.perf_counter() - baselines_at, 3),
+        },
+        evaluated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return result
+
+
+def _measure(
+    embeddings: dict[str, _Embedding], *, singers: np.ndarray, genders: np.ndarray, melodies: np.ndarray, labels: Labels
+) -> dict:
+    """The metrics of every embedding over the evaluated tracks, as the result dict."""
+    notes: list[str] = []
+    if not labels.has_melody:
+        notes.append("no melody column in the labels: melody retrieval not measured")
+    if not labels.has_gender:
+        notes.append("no gender column in the labels: gender not measured")
+    gendered = genders != ""
+    gender_measurable = len(np.unique(genders[gendered])) == 2 and len(np.unique(singers[gendered])) >= 2
+    if labels.has_gender and not gender_measurable:
+        notes.append("gender needs labelled tracks of both genders from at least two singers")
+
+    rows: dict[str, dict] = {}
+    gender_rows: dict[str, dict] = {}
+    chance: dict[str, float | None] = {"singer_map": None, "singer_p_at_5": None, "melody_map": None}
+    n_singer_queries = n_melody_queries = 0
+    for name in (*PROJECT_EMBEDDINGS, *BASELINES):
+        embedding = embeddings[name]
+        row: dict = {"singer_map": None, "singer_p_at_5": None, "melody_map": None}
+        gender_row: dict = {"leave_one_singer_out_accuracy": None, "balanced_accuracy": None}
+        if embedding.similarity_rows is not None and len(singers) > 1:
+            singer_scores, melody_scores = _retrieval(embedding, singers=singers, melodies=melodies)
+            singer_means, melody_means = singer_scores.means(), melody_scores.means()
+            row.update(singer_map=singer_means["map"], singer_p_at_5=singer_means["p_at_k"])
+            chance.update(singer_map=singer_means["chance_map"], singer_p_at_5=singer_means["chance_p_at_k"])
+            n_singer_queries = singer_scores.n_queries
+            if labels.has_melody:
+                row["melody_map"] = melody_means["map"]
+                chance["melody_map"] = melody_means["chance_map"]
+                n_melody_queries = melody_scores.n_queries
+        if embedding.similarity_rows is not None and gender_measurable:
+            scores = gender_cross_validation(embedding.features[gendered], genders=genders[gendered], singers=singers[gendered])
+            gender_row.update(leave_one_singer_out_accuracy=scores["accuracy"], balanced_accuracy=scores["balanced_accuracy"])
+        if embedding.model_version:
+            row["model_version"] = embedding.model_version
+        if embedding.note:
+            row["note"] = gender_row["note"] = embedding.note
+        rows[name] = row
+        gender_rows[name] = gender_row
+    gender_rows["default_head"] = {"accuracy": None, "balanced_accuracy": None, "note": "no shipped gender head yet"}
+
+    if gender_measurable:
+        counts = np.unique(genders[gendered], return_counts=True)[1]
+        chance.update(gender_accuracy=float(counts.max() / counts.sum()), gender_balanced_accuracy=0.5)
+    else:
+        chance.update(gender_accuracy=None, gender_balanced_accuracy=None)
+    return {
+        "n_tracks": int(len(singers)),
+        "n_singers": int(len(np.unique(singers))),
+        "embeddings": rows,
+        "gender": gender_rows,
+        "chance": chance,
+        "n_singer_queries": n_singer_queries,
+        "n_melody_queries": n_melody_queries,
+        "n_gender_tracks": int(gendered.sum()) if gender_measurable else 0,
+        "notes": notes,
+    }
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def format_table(result: dict) -> str:
+    """The result of :func:`evaluate_library` as Markdown tables (readable as plain text too).
+
+    Rows are embeddings, with the chance level beneath; then the gender heads.
+
+    >>> print(format_table({"n_tracks": 4, "n_singers": 2, "n_failed": 0,
+    ...     "embeddings": {"mfcc": {"singer_map": 0.75, "singer_p_at_5": 0.5, "melody_map": None}},
+    ...     "chance": {"singer_map": 0.5, "singer_p_at_5": 0.33, "melody_map": None},
+    ...     "gender": {"default_head": {"accuracy": None, "balanced_accuracy": None, "note": "none yet"}}}))
+    4 tracks, 2 singers.
+    <BLANKLINE>
+    | embedding | singer mAP | singer P@5 | melody mAP | note |
+    |---|---:|---:|---:|---|
+    | mfcc | 0.750 | 0.500 | — |  |
+    | *chance* | 0.500 | 0.330 | — | random ranking |
+    <BLANKLINE>
+    | gender head | accuracy (leave one singer out) | balanced accuracy | note |
+    |---|---:|---:|---|
+    | default_head | — | — | none yet |
+    """
+    chance = result.get("chance", {})
+    summary = f"{result['n_tracks']} tracks, {result['n_singers']} singers"
+    if result.get("n_failed"):
+        n = result["n_failed"]
+        summary += f" ({n} labelled track{'s' if n > 1 else ''} could not be analysed and {'are' if n > 1 else 'is'} left out)"
+    lines = [summary + "."]
+    if result.get("n_singer_queries") is not None:
+        lines.append(
+            f"Queries: {result['n_singer_queries']} for singers, {result.get('n_melody_queries', 0)} for melodies"
+            + (f"; gender on {result['n_gender_tracks']} tracks." if result.get("n_gender_tracks") else ".")
+        )
+    lines += [f"Note: {note}." for note in result.get("notes", [])]
+    lines += ["", "| embedding | singer mAP | singer P@5 | melody mAP | note |", "|---|---:|---:|---:|---|"]
+    for name, row in result["embeddings"].items():
+        lines.append(f"| {name} | {_cell(row['singer_map'])} | {_cell(row['singer_p_at_5'])} | {_cell(row['melody_map'])} | {row.get('note', '')} |")
+    lines.append(f"| *chance* | {_cell(chance.get('singer_map'))} | {_cell(chance.get('singer_p_at_5'))} | {_cell(chance.get('melody_map'))} | random ranking |")
+
+    lines += ["", "| gender head | accuracy (leave one singer out) | balanced accuracy | note |", "|---|---:|---:|---|"]
+    for name, row in result["gender"].items():
+        accuracy = row.get("leave_one_singer_out_accuracy", row.get("accuracy"))
+        lines.append(f"| {name} | {_cell(accuracy)} | {_cell(row['balanced_accuracy'])} | {row.get('note', '')} |")
+    if chance.get("gender_accuracy") is not None:
+        lines.append(f"| *chance* | {_cell(chance['gender_accuracy'])} | {_cell(chance['gender_balanced_accuracy'])} | majority gender |")
+    return "\n".join(lines)
