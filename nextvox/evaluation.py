@@ -799,7 +799,8 @@ def _project_embeddings(
         embeddings["combined"] = _Embedding(None, None, f"{formula}; {'; '.join(missing)}")
     else:
         combined = np.concatenate(parts, axis=1)
-        note = "; ".join(n for n in (formula, timbre_note if w_timbre > 0 else None) if n)
+        standin = w_timbre > 0 and timbre_version == TIMBRE_STANDIN_VERSION
+        note = f"{formula}; timbre is the MFCC stand-in" if standin else formula
         embeddings["combined"] = _Embedding(lambda rows: combined[rows] @ combined.T, combined, note)
     return embeddings
 

@@ -1,0 +1,153 @@
+"""Retrieval quality benchmark: the table every model change is judged by.
+
+One command, ``.venv/bin/python bench/quality.py``:
+
+1. renders an evaluation library with the project's song generator (``nextvox.synth``):
+   every singer sings several melodies, with the isolated vocal kept beside each mix;
+2. runs ``evaluate`` on the mixes, then on the isolated vocals (same singers, same melodies);
+3. prints both tables and writes them, with the library's size, the date and the commit, to
+   ``bench/results/quality.md`` (and the raw results to ``bench/results/quality.json``).
+
+The library and its catalogue live in a work folder (``--work-dir``; by default under the
+system's temporary folder, keyed by the size options), so a second run with the same options
+skips the rendering and the analysis and re-measures in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nextvox.errors import NextvoxError
+from nextvox.evaluation import evaluate_library, format_table
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--singers", type=int, default=8, help="singers in the library")
+    parser.add_argument("--songs", type=int, default=40, help="songs in the library (the generator spreads them over the singers)")
+    parser.add_argument("--max-song-s", type=float, default=30.0, help="longest song, seconds (shorter songs render and analyse faster)")
+    parser.add_argument("--voice-set", default="demo", help="the generator's voice set to draw singers from")
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the generator")
+    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="where the library and its catalogue are kept between runs")
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality.md", help="the Markdown report")
+    return parser.parse_args(argv)
+
+
+def git_commit() -> str:
+    """The current commit, short, marked ``-dirty`` when the tree has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def report(stage: str, done: int, total: int) -> None:
+    if total and (done == total or done % max(1, total // 10) == 0):
+        print(f"  {stage}: {done}/{total}", file=sys.stderr, flush=True)
+
+
+def render(library: Path, args: argparse.Namespace) -> Path:
+    """The generated library's labels CSV, rendering the library unless it is already there."""
+    labels = library / "labels.csv"
+    if labels.is_file():
+        print(f"library already rendered: {library}", file=sys.stderr)
+        return labels
+    from nextvox.synth import render_library
+
+    print(f"rendering {args.songs} songs by {args.singers} singers into {library} ...", file=sys.stderr, flush=True)
+    return Path(
+        render_library(
+            library,
+            n_singers=args.singers,
+            n_songs=args.songs,
+            seed=args.seed,
+            voice_set=args.voice_set,
+            max_song_s=args.max_song_s,
+            jobs=args.jobs,
+            progress=lambda done, total: report("render", done, total),
+        )
+    )
+
+
+def vocal_labels(labels_csv: Path, out: Path) -> Path:
+    """The same labels with ``path`` pointing at each song's isolated vocal (``vocal_path``)."""
+    with open(labels_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "vocal_path" not in rows[0]:
+        raise NextvoxError(f"{labels_csv} has no vocal_path column: the generator kept no isolated vocals")
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(dict(row, path=row["vocal_path"]))
+    return out
+
+
+def markdown(results: dict[str, dict], *, args: argparse.Namespace, seconds: dict[str, float]) -> str:
+    mixes = results["mixes"]
+    lines = [
+        "# Retrieval quality",
+        "",
+        f"Measured {datetime.date.today().isoformat()} at commit `{git_commit()}` by `bench/quality.py`"
+        f" (`--singers {args.singers} --songs {args.songs} --max-song-s {args.max_song_s:g} --voice-set {args.voice_set} --seed {args.seed}`).",
+        "",
+        f"Library: {mixes['n_singers']} singers, {mixes['n_tracks']} songs (each as a mix and as its isolated vocal),"
+        f" from the generator's `{args.voice_set}` voice set. Separator: `{mixes['settings']['separator']}`;"
+        f" combined score weights: timbre {mixes['settings']['w_timbre']:g}, melody {mixes['settings']['w_melody']:g}.",
+        f"Time: rendering {seconds['render']:.0f} s, evaluating the mixes {seconds['mixes']:.0f} s"
+        f" (analysis {mixes['timings_s']['analysis']:.0f} s of both mixes and vocals, baselines {mixes['timings_s']['baselines']:.0f} s),"
+        f" the vocals {seconds['vocals']:.0f} s, on this machine.",
+        "",
+        "Chance rows: the expected score of a random ranking (mAP exactly, P@5 = relevant / candidates)"
+        " and of always answering the majority gender.",
+    ]
+    for key, title in (("mixes", "Mixes (what a listener's library holds)"), ("vocals", "Isolated vocals (no accompaniment)")):
+        lines += ["", f"## {title}", "", format_table(results[key])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = args.work_dir or Path(tempfile.gettempdir()) / "nextvox-bench-quality" / (
+        f"{args.voice_set}-s{args.singers}-n{args.songs}-{args.max_song_s:g}s-seed{args.seed}"
+    )
+    library, data_dir = work / "library", work / "data"
+    try:
+        started = time.perf_counter()
+        labels = render(library, args)
+        rendered = time.perf_counter()
+        print("evaluating the mixes ...", file=sys.stderr, flush=True)
+        mixes = evaluate_library(library, labels, data_dir=data_dir, jobs=args.jobs, progress=report)
+        evaluated_mixes = time.perf_counter()
+        print("evaluating the isolated vocals ...", file=sys.stderr, flush=True)
+        vocals = evaluate_library(library, vocal_labels(labels, work / "labels-vocals.csv"), data_dir=data_dir, jobs=args.jobs, progress=report)
+        finished = time.perf_counter()
+    except NextvoxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    results = {"mixes": mixes, "vocals": vocals}
+    seconds = {"render": rendered - started, "mixes": evaluated_mixes - rendered, "vocals": finished - evaluated_mixes}
+    text = markdown(results, args=args, seconds=seconds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    print(text)
+    print(f"written: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
