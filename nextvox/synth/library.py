@@ -160,6 +160,15 @@ def _song_shape(*, melody: Melody, tempo_qpm: float, max_song_s: float | None) -
     return verses, float(intro), float(round(total_s, 3))
 
 
+def _checked_singers(*, n_singers: int, n_songs: int, voice_set: str, max_song_s: float | None) -> tuple[Singer, ...]:
+    """The library's singers, after checking the arguments that shape a plan."""
+    if n_songs < 1:
+        raise NextvoxError(f"a library needs at least one song per singer, not {n_songs}")
+    if max_song_s is not None and max_song_s <= 1.0:
+        raise NextvoxError(f"max_song_s must be above 1 s, not {max_song_s}")
+    return select_singers(n_singers=n_singers, voice_set=voice_set)
+
+
 def plan_library(
     *, n_singers: int, n_songs: int, seed: int, voice_set: str, max_song_s: float | None, cache_dir: Path
 ) -> list[SongPlan]:
@@ -168,13 +177,10 @@ def plan_library(
     Each singer sings ``n_songs`` different tunes. Tunes come from a pool of about half as
     many as there are songs, assigned so that neighbouring singers (of alternating gender)
     share tunes: every tune is sung by at least two singers where the pool allows it.
-    Formats and styles rotate across songs and singers, so neither follows the singer.
+    Formats rotate over all songs and styles over each singer's songs (from a seeded
+    start), so neither follows the singer.
     """
-    if n_songs < 1:
-        raise NextvoxError(f"a library needs at least one song per singer, not {n_songs}")
-    if max_song_s is not None and max_song_s <= 1.0:
-        raise NextvoxError(f"max_song_s must be above 1 s, not {max_song_s}")
-    singers = select_singers(n_singers=n_singers, voice_set=voice_set)
+    singers = _checked_singers(n_singers=n_singers, n_songs=n_songs, voice_set=voice_set, max_song_s=max_song_s)
     pool_size = int(min(max(n_songs, np.ceil(n_singers * n_songs / 2)), max(MAX_MELODY_POOL, n_songs)))
     rng = np.random.default_rng(seed)
     pool = load_melodies(count=pool_size, cache_dir=cache_dir)
@@ -195,7 +201,7 @@ def plan_library(
             )  # fmt: skip
             verses, intro, total_s = _song_shape(melody=melody, tempo_qpm=tempo, max_song_s=max_song_s)
             genre = STYLES[(j + style_offset) % len(STYLES)]
-            fmt = FORMATS[(i + j) % len(FORMATS)]
+            fmt = FORMATS[len(plans) % len(FORMATS)]
             stem = f"{j + 1:02d} {_safe_name(melody.title)}"
             plans.append(
                 SongPlan(
@@ -428,7 +434,7 @@ def render_library(
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise NextvoxError(f"jobs must be at least 1, not {jobs}")
-    check_dependencies(select_singers(n_singers=n_singers, voice_set=voice_set))
+    check_dependencies(_checked_singers(n_singers=n_singers, n_songs=n_songs, voice_set=voice_set, max_song_s=max_song_s))
     cache_dir = out_dir / CACHE_DIR_NAME
     settings = {"n_singers": n_singers, "n_songs": n_songs, "seed": seed, "voice_set": voice_set,
                 "max_song_s": max_song_s}  # fmt: skip

@@ -1,0 +1,180 @@
+"""The singing-library generator: outputs, labels, determinism, resume, pitch, missing tools."""
+
+import csv
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import av
+import mutagen
+import numpy as np
+import pytest
+import soundfile as sf
+
+from nextvox.constants import SAMPLE_RATE_HZ
+from nextvox.errors import MissingDependencyError, NextvoxError
+from nextvox.synth import render_library
+from nextvox.synth.library import CACHE_DIR_NAME, FORMATS, LABEL_COLUMNS, plan_library, render_song_audio, song_notes
+from nextvox.synth.singing import pitch_accuracy
+from nextvox.synth.voices import SINGERS, select_singers
+
+REQUIRED_COLUMNS = ("path", "singer", "gender", "melody", "genre", "vocal_path", "ratio_db", "transposition", "tempo_bpm")
+
+
+def _labels(library: Path) -> list[dict[str, str]]:
+    with (library / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _plans(library: Path):
+    settings = json.loads((library / CACHE_DIR_NAME / "settings.json").read_text())
+    return plan_library(cache_dir=library / CACHE_DIR_NAME, **settings)
+
+
+def _decode_mono(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
+        chunks = [r.to_ndarray().ravel() for frame in container.decode(audio=0) for r in resampler.resample(frame)]
+    return np.concatenate(chunks)
+
+
+def test_labels_have_columns_and_relative_paths(fixture_library):
+    rows = _labels(fixture_library)
+    assert tuple(rows[0].keys()) == LABEL_COLUMNS
+    assert set(REQUIRED_COLUMNS) <= set(LABEL_COLUMNS)
+    assert len(rows) == 8
+    for row in rows:
+        assert not Path(row["path"]).is_absolute()
+        assert row["path"].startswith("songs/") and row["vocal_path"].startswith("vocals/")
+        assert (fixture_library / row["path"]).is_file() and (fixture_library / row["vocal_path"]).is_file()
+        assert row["gender"] in ("female", "male")
+        assert row["synthetic"] == "false"  # the four first singers are real speakers
+    assert {r["gender"] for r in rows} == {"female", "male"}
+    assert {r["format"] for r in rows} == set(FORMATS)
+    melodies = [r["melody"] for r in rows]
+    assert any(melodies.count(m) > 1 for m in melodies), "tunes are shared between singers"
+
+
+def test_songs_decode_and_vocals_are_kept_apart(fixture_library):
+    for row in _labels(fixture_library):
+        mix = _decode_mono(fixture_library / row["path"])
+        assert abs(len(mix) / SAMPLE_RATE_HZ - float(row["duration_s"])) < 0.1, row["path"]
+        assert np.sqrt(np.mean(mix**2)) > 0.01
+        vocal, rate = sf.read(fixture_library / row["vocal_path"])
+        assert rate == SAMPLE_RATE_HZ and vocal.ndim == 1
+        assert np.abs(vocal).max() > 0.05
+    assert not any((fixture_library / "songs").rglob("*.flac.part"))
+    assert not list((fixture_library / "songs").rglob("vocals"))
+
+
+def test_songs_carry_tags(fixture_library):
+    for row in _labels(fixture_library):
+        audio = mutagen.File(fixture_library / row["path"], easy=row["format"] != "wav")
+        tags = audio.tags
+        if row["format"] == "wav":
+            artist, title, genre = str(tags["TPE1"]), str(tags["TIT2"]), str(tags["TCON"])
+        else:
+            artist, title, genre = tags["artist"][0], tags["title"][0], tags["genre"][0]
+        assert artist == row["singer"].title()
+        assert title == row["title"]
+        assert genre.lower() == row["genre"]
+
+
+def test_plan_is_deterministic_for_a_seed(fixture_library):
+    settings = json.loads((fixture_library / CACHE_DIR_NAME / "settings.json").read_text())
+    cache_dir = fixture_library / CACHE_DIR_NAME
+    first = plan_library(cache_dir=cache_dir, **settings)
+    again = plan_library(cache_dir=cache_dir, **settings)
+    other = plan_library(cache_dir=cache_dir, **{**settings, "seed": 1})
+    assert first == again
+    assert [p.ratio_db for p in first] != [p.ratio_db for p in other]
+
+
+def test_planned_notes_fit_the_singers_range(fixture_library):
+    for plan in _plans(fixture_library):
+        _, _, pitch_midi, _ = song_notes(plan=plan)
+        assert plan.singer.low_midi <= pitch_midi.min() and pitch_midi.max() <= plan.singer.high_midi
+
+
+def test_rerun_skips_existing_and_resumes_identically(fixture_library, tmp_path):
+    library = tmp_path / "library"
+    shutil.copytree(fixture_library, library)
+    labels_before = (library / "labels.csv").read_bytes()
+    row = _labels(library)[2]
+    removed = library / row["path"]
+    kept_copy = tmp_path / ("kept" + removed.suffix)
+    shutil.move(removed, kept_copy)  # as if the run had been interrupted before this song
+    untouched = library / _labels(library)[0]["path"]
+    mtime = untouched.stat().st_mtime_ns
+    calls = []
+    render_library(library, jobs=1, progress=lambda done, total: calls.append((done, total)),
+                   **json.loads((library / CACHE_DIR_NAME / "settings.json").read_text()))  # fmt: skip
+    assert calls == [(7, 8), (8, 8)]
+    assert untouched.stat().st_mtime_ns == mtime
+    assert filecmp.cmp(removed, kept_copy, shallow=False), "a re-rendered song is byte-identical"
+    assert (library / "labels.csv").read_bytes() == labels_before
+
+
+def test_other_settings_in_the_same_folder_are_refused(fixture_library, tmp_path):
+    library = tmp_path / "library"
+    shutil.copytree(fixture_library, library)
+    with pytest.raises(NextvoxError, match="other settings"):
+        render_library(library, n_singers=4, n_songs=2, seed=5, max_song_s=4.0, jobs=1)
+
+
+def test_rendered_vocal_follows_its_notes(fixture_library):
+    for plan in _plans(fixture_library)[:2]:  # a female and a male singer, HTS and flite
+        onset_s, duration_s, pitch_midi, _ = song_notes(plan=plan)
+        vocal, rate = sf.read(fixture_library / plan.vocal_path)
+        accuracy, n_frames = pitch_accuracy(
+            vocal=vocal, sample_rate_hz=rate, onset_s=onset_s, duration_s=duration_s, pitch_midi=pitch_midi
+        )
+        assert n_frames > 50
+        assert accuracy >= 0.9, (plan.singer.singer_id, accuracy)
+
+
+def test_mix_keeps_the_planned_vocal_ratio(fixture_library):
+    plan = _plans(fixture_library)[3]
+    mix, vocal = render_song_audio(plan=plan, cache_dir=fixture_library / CACHE_DIR_NAME)
+    accompaniment = mix - vocal[:, None]
+    ratio_db = 10 * np.log10(np.mean(vocal**2) / np.mean((0.5 * accompaniment.sum(axis=1)) ** 2))
+    assert ratio_db == pytest.approx(plan.ratio_db, abs=0.3)
+    assert np.abs(mix).max() == pytest.approx(10 ** (-1 / 20), rel=1e-3)
+
+
+def test_missing_soundfont_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEXTVOX_SOUNDFONT", str(tmp_path / "absent.sf2"))
+    with pytest.raises(MissingDependencyError) as error:
+        render_library(tmp_path / "lib", n_singers=2, n_songs=1, jobs=1)
+    message = str(error.value)
+    assert "\n" not in message and "apt-get install fluid-soundfont-gm" in message
+    assert not (tmp_path / "lib").exists(), "nothing is written before the check"
+
+
+def test_missing_programs_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no engine, no fluidsynth, no ffmpeg
+    with pytest.raises(MissingDependencyError) as error:
+        render_library(tmp_path / "lib", n_singers=4, n_songs=1, jobs=1)
+    message = str(error.value)
+    assert "\n" not in message
+    for package in ("festival", "flite", "fluidsynth", "ffmpeg"):
+        assert package in message.split("apt-get install", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"voice_set": "everything"}, {"n_singers": 0}, {"n_singers": 500}, {"n_songs": 0}, {"jobs": 0}],
+)
+def test_bad_arguments_raise_nextvox_errors(tmp_path, arguments):
+    with pytest.raises(NextvoxError):
+        render_library(tmp_path / "lib", **{"n_singers": 2, "n_songs": 1, **arguments})
+
+
+def test_demo_voice_set_is_debian_main_and_labels_synthetic_singers():
+    demo = select_singers(n_singers=len([s for s in SINGERS if "demo" in s.voice_sets]), voice_set="demo")
+    for singer in demo:
+        assert {v.engine for v in singer.voices} <= {"festival", "flite", "espeak-ng"}
+        is_altered = singer.warp != 1.0 or any(v.engine == "espeak-ng" for v in singer.voices)
+        assert singer.synthetic == is_altered == singer.singer_id.startswith("syn-")
+    assert [s.gender for s in select_singers(n_singers=4, voice_set="demo")] == ["female", "male"] * 2
