@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nextvox.audio import load_excerpt
+from nextvox.audio import load_excerpt, native_stderr_to
 from nextvox.catalogue import Catalogue, ScanReport, resolve_library, scan_library
 from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
@@ -142,11 +142,8 @@ def _worker_init(log_path: str) -> None:
 
     # One process per core: more threads per process only contend.
     torch.set_num_threads(1)
-    # Decoders (mpg123, FFmpeg) write notes about damaged files straight to fd 2; keep them
-    # in a log under the data directory instead of over the progress bar.
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 2)
-    os.close(log)
+    # For the worker's whole life: native decoders' notes go to a log under the data directory.
+    native_stderr_to(log_path).__enter__()
 
 
 def _work(path: str, content_hash: str, settings: AnalysisSettings, cache_root: str | None) -> tuple[str, object]:

@@ -11,14 +11,17 @@ in its wheel) reads everything else, m4a/aac included. Both decode in-process, s
 window and never read the rest of a long file.
 
 Where the excerpt lies. A song of at most ``EXCERPT_S`` is taken whole. For a longer song
-nine short probes, spread evenly over it, are decoded and scored by their loudness in the
-voice band (300-3400 Hz); the window starts at the probe position that maximises the summed
-score of the probes it covers. Intros and outros, usually quieter and thinner in that band,
-fall out of the window; a singer's verses and choruses fall in.
+nine 2 s probes, spread evenly over it, are decoded and scored by their loudness in the
+voice band (300-3400 Hz); the window is centred where that loudness is, on average (its
+centre of mass). Intros and outros, usually quieter and thinner in that band, pull the
+window away from them; a song sung throughout is taken from its middle.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,7 @@ __all__ = [
     "read_window",
     "choose_excerpt_start_s",
     "load_excerpt",
+    "native_stderr_to",
 ]
 
 AUDIO_EXTENSIONS = frozenset(
@@ -73,6 +77,24 @@ class Excerpt:
     def valid_samples(self) -> np.ndarray:
         """The real samples, without padding: shape (n_valid,)."""
         return self.samples[: self.n_valid]
+
+
+@contextmanager
+def native_stderr_to(path: str | os.PathLike) -> Iterator[None]:
+    """Send what native decoders (mpg123, FFmpeg) print on file descriptor 2 to ``path``.
+
+    They write notes about damaged files straight to the process's stderr, which would
+    break the command line's one-line error contract and draw over progress bars.
+    """
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = os.dup(2)
+    os.dup2(target, 2)
+    os.close(target)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _to_mono_16k(block: np.ndarray, sample_rate_hz: int) -> np.ndarray:
@@ -230,18 +252,20 @@ def _voice_band_loudness(samples: np.ndarray) -> float:
 def choose_excerpt_start_s(path: Path, *, duration_s: float) -> float:
     """Where the ``EXCERPT_S`` window of a song starts, in seconds (see the module notes).
 
-    Songs no longer than ``EXCERPT_S`` start at 0.
+    Songs no longer than ``EXCERPT_S`` start at 0. Longer songs: the window is centred on
+    the centre of mass of the probes' voice-band loudness above the quietest probe, so a
+    song sung throughout gets its middle, and quiet intros and outros pull it away from them.
     """
     if duration_s <= EXCERPT_S:
         return 0.0
-    probe_times_s = np.linspace(0.0, duration_s - PROBE_S, N_PROBES)
+    probe_starts_s = np.linspace(0.0, duration_s - PROBE_S, N_PROBES)
     scores = np.array(
-        [_voice_band_loudness(read_window(path, start_s=t, length_s=PROBE_S)) for t in probe_times_s]
+        [_voice_band_loudness(read_window(path, start_s=t, length_s=PROBE_S)) for t in probe_starts_s]
     )
-    candidates_s = np.clip(probe_times_s, 0.0, duration_s - EXCERPT_S)
-    covered = [(probe_times_s >= s) & (probe_times_s + PROBE_S <= s + EXCERPT_S) for s in candidates_s]
-    totals = np.array([scores[mask].sum() for mask in covered])
-    return float(candidates_s[int(np.argmax(totals))])
+    weights = scores - scores.min()
+    centres_s = probe_starts_s + PROBE_S / 2
+    centre_s = float(centres_s @ weights / weights.sum()) if weights.sum() > 0 else duration_s / 2
+    return float(np.clip(centre_s - EXCERPT_S / 2, 0.0, duration_s - EXCERPT_S))
 
 
 def load_excerpt(path: Path) -> Excerpt:

@@ -165,7 +165,7 @@ def read_tags(path: Path) -> dict[str, str | None]:
 
 def _disk_error(error: sqlite3.Error) -> CatalogueError:
     text = str(error)
-    if "full" in text:
+    if "full" in text or "disk I/O" in text:
         return CatalogueError(f"the disk holding the catalogue is full ({text}); free space and run again — nothing already analysed is lost")
     return CatalogueError(f"catalogue error: {text}")
 
@@ -229,16 +229,17 @@ class Catalogue:
             return self.db
 
         def __exit__(self, exc_type, exc, tb) -> None:
+            # SQLite rolls back by itself on some errors (a full disk): only roll back what is open.
             if exc_type is None:
                 try:
                     self.db.execute("COMMIT")
+                    return
                 except sqlite3.Error as error:
-                    self.db.execute("ROLLBACK")
-                    raise _disk_error(error) from None
-            else:
+                    exc = error
+            if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _disk_error(exc) from None
+            if isinstance(exc, sqlite3.Error):
+                raise _disk_error(exc) from None
 
     def transaction(self) -> Catalogue._Transaction:
         """One atomic change: ``with catalogue.transaction() as db: ...``."""

@@ -926,6 +926,9 @@ def evaluate_library(
             if reason:
                 failed.append({"path": labels.paths[i], "error": f"baselines: {reason}"})
                 kept.remove(i)
+        if len(kept) < 2:
+            reasons = "; ".join(f"{f['path']}: {f['error']}" for f in failed[:3])
+            raise NextvoxError(f"only {len(kept)} of the {len(labels.paths)} labelled tracks could be analysed; at least 2 are needed ({reasons})")
         baselines_at = time.perf_counter()
 
         hashes = [tracks[labels.paths[i]].content_hash for i in kept]

@@ -10,12 +10,14 @@ coarse spectrogram over the excerpt) are never recommended. Every result says wh
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nextvox.analysis import AnalysisSettings, analyze_track
+from nextvox.audio import native_stderr_to
 from nextvox.catalogue import Catalogue, Track, content_hash
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.index import VectorIndex, normalise_rows
@@ -66,7 +68,8 @@ def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettin
     if track is not None and track.status == "failed":
         raise NextvoxError(f"the query {track.path} failed analysis: {track.error}")
     try:
-        analysis = analyze_track(path, content_hash=None, settings=settings, cache=None)
+        with native_stderr_to(os.devnull):
+            analysis = analyze_track(path, content_hash=None, settings=settings, cache=None)
     except AudioError as error:
         raise NextvoxError(f"cannot use {query} as a query: {error}") from None
     vectors = {name: vector for name, (_, vector) in analysis.vectors.items()}

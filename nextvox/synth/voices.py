@@ -30,6 +30,7 @@ __all__ = [
     "VOICE_SETS",
     "soundfont_path",
     "select_singers",
+    "singers_in_set",
     "check_dependencies",
 ]
 

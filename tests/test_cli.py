@@ -1,0 +1,143 @@
+"""The command-line contract: exit codes, one-line errors, --json on stdout, interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from factories import make_library
+
+NEXTVOX = [sys.executable, "-m", "nextvox"]
+
+
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*NEXTVOX, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int) -> None:
+    assert result.returncode == code, result.stderr
+    assert result.stderr.startswith("nextvox: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("cli")
+    labels = make_library(root / "music", songs_per_singer=3, seconds=5.0)
+    result = run("analyze", str(root / "music"), "--data-dir", str(root / "data"), "--json")
+    assert result.returncode == 0, result.stderr
+    return root / "music", root / "data", labels
+
+
+def test_analyze_json_is_one_document(analysed: tuple[Path, Path, dict]) -> None:
+    library, data, _ = analysed
+    result = run("analyze", str(library), "--data-dir", str(data), "--json")
+    summary = json.loads(result.stdout)
+    assert summary["analyzed_now"] == 0 and summary["counts"]["analyzed"] == 9
+
+
+def test_status_json_matches_the_contract(analysed: tuple[Path, Path, dict]) -> None:
+    library, data, labels = analysed
+    status = json.loads(run("status", str(library), "--data-dir", str(data), "--json").stdout)
+    assert {t["path"] for t in status["tracks"]} == set(labels)
+    assert all(t["status"] == "analyzed" and t["error"] is None for t in status["tracks"])
+
+
+def test_recommend_json_finds_the_same_voice_first(analysed: tuple[Path, Path, dict]) -> None:
+    library, data, labels = analysed
+    result = run("recommend", str(library), "low/song0.wav", "-k", "2", "--data-dir", str(data), "--json")
+    answer = json.loads(result.stdout)
+    assert answer["query"] == "low/song0.wav"
+    paths = [r["path"] for r in answer["results"]]
+    assert paths and "low/song0.wav" not in paths
+    assert {labels[p] for p in paths} == {"low"}  # the other two songs of that voice
+    for r in answer["results"]:
+        assert {"score", "timbre_similarity", "melody_similarity", "reason"} <= set(r)
+
+
+def test_recommend_from_an_outside_file_and_a_history(analysed: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    library, data, labels = analysed
+    outside = tmp_path / "me.flac"
+    outside.write_bytes((library / "mid/song0.flac").read_bytes())
+    answer = json.loads(run("recommend", str(library), str(outside), "--data-dir", str(data), "--json").stdout)
+    # The same recording inside the library is not a recommendation; the same voice is.
+    assert "mid/song0.flac" not in [r["path"] for r in answer["results"]]
+    assert labels[answer["results"][0]["path"]] == "mid"
+    history = json.loads(run("recommend", str(library), "high/song0.mp3", "high/song1.wav", "-k", "1",
+                             "--data-dir", str(data), "--json").stdout)
+    assert history["query"] == ["high/song0.mp3", "high/song1.wav"]
+    assert [r["path"] for r in history["results"]] == ["high/song2.flac"]
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["analyze"], 2),  # missing argument
+        (["analyze", ".", "--jobs", "zero"], 2),
+        (["recommend", "LIB", "q.mp3", "-k", "0"], 2),
+        (["frobnicate"], 2),
+        (["analyze", "/no/such/folder"], 1),
+        (["status", "/no/such/folder"], 1),
+    ],
+)
+def test_errors_are_one_line_with_the_contract_exit_code(args: list[str], code: int) -> None:
+    assert_one_line_error(run(*args), code)
+
+
+def test_recommend_errors(analysed: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    library, data, _ = analysed
+    assert_one_line_error(run("recommend", str(library), "missing.mp3", "--data-dir", str(data)), 1)
+    (tmp_path / "junk.mp3").write_text("not audio")
+    assert_one_line_error(run("recommend", str(library), str(tmp_path / "junk.mp3"), "--data-dir", str(data)), 1)
+    fresh = tmp_path / "fresh"
+    assert_one_line_error(run("recommend", str(library), "low/song0.wav", "--data-dir", str(fresh)), 1)
+
+
+def test_help_of_every_command_names_data_dir() -> None:
+    for command in ("demo", "analyze", "status", "recommend", "evaluate"):
+        result = run(command, "--help")
+        assert result.returncode == 0 and "--data-dir" in result.stdout, command
+
+
+def _analysed_count(data: Path) -> int:
+    try:
+        with sqlite3.connect(data / "catalogue.sqlite", timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_analyze_resumes_without_redoing_tracks(tmp_path: Path, how: signal.Signals) -> None:
+    library, data = tmp_path / "music", tmp_path / "data"
+    make_library(library, songs_per_singer=10, seconds=30.0, formats=("flac", "mp3"))
+    total = 30
+    process = subprocess.Popen([*NEXTVOX, "analyze", str(library), "--data-dir", str(data), "--jobs", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while _analysed_count(data) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    if how == signal.SIGINT:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    done_before = _analysed_count(data)
+    assert 0 < done_before < total, "the run must be cut mid-way for this test to mean anything"
+    if how == signal.SIGINT:
+        assert process.returncode == 1 and "interrupted" in stderr and "Traceback" not in stderr
+    with sqlite3.connect(data / "catalogue.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    result = run("analyze", str(library), "--data-dir", str(data), "--json")
+    summary = json.loads(result.stdout)
+    assert summary["analyzed_now"] == total - done_before  # no finished track redone
+    assert summary["counts"] == {"analyzed": total, "failed": 0, "pending": 0}
