@@ -310,6 +310,13 @@ def test_a_labelled_path_outside_the_catalogue_is_an_error(tiny_library, evaluat
         evaluate_library(tiny_library, labels, data_dir=data_dir, jobs=1)
 
 
+def test_too_few_analysable_tracks_is_an_error(tiny_library, evaluated, tmp_path):
+    _, data_dir, _ = evaluated
+    labels = write_csv(tmp_path / "labels.csv", "path,singer\nann/tune0.wav,ann\nbroken.wav,eve\n")
+    with pytest.raises(NextvoxError, match=r"only 1 of the 2 labelled tracks could be analysed.*broken.wav: not a readable"):
+        evaluate_library(tiny_library, labels, data_dir=data_dir, jobs=1)
+
+
 def test_melody_weight_without_a_melody_model_is_not_faked(tiny_library, evaluated):
     _, data_dir, _ = evaluated
     result = evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=data_dir, jobs=1, w_melody=0.5)
