@@ -36,7 +36,8 @@ from nextvox.synth.accompaniment import STYLES, accompaniment_midi, choose_chord
 from nextvox.synth.melodies import Melody, load_melodies, melody_seconds, transpose_into_range
 from nextvox.synth.singing import render_vocal
 from nextvox.synth.syllables import SYLLABLES, build_bank, load_bank
-from nextvox.synth.voices import Singer, Voice, check_dependencies, select_singers
+from nextvox.synth.mbrola import build_phonemes, render_vocal_mbrola
+from nextvox.synth.voices import METHOD_MBROLA, Singer, Voice, check_dependencies, select_singers
 
 __all__ = ["SongPlan", "LABEL_COLUMNS", "FORMATS", "plan_library", "song_notes", "render_library"]
 
@@ -288,13 +289,18 @@ def render_song_audio(*, plan: SongPlan, cache_dir: Path) -> tuple[np.ndarray, n
     n = len(onset_s)
     # Dynamics: phrases swell gently (slow sine over the song) plus a little per note.
     gain_db = 2.0 * np.sin(2 * np.pi * onset_s / 8.0 + rng.uniform(0, 2 * np.pi)) + rng.uniform(-1.0, 1.0, n)
-    vocal = render_vocal(
-        onset_s=onset_s, duration_s=duration_s, pitch_midi=pitch_midi,
-        syllable_index=_lyrics(melody_id=plan.melody.melody_id, n_notes=len(plan.melody.pitch_midi) * plan.verses)[:n],
-        bank=_bank(plan.voice, plan.singer.warp, cache_dir / "banks"), total_s=plan.total_s,
-        vibrato_rate_hz=plan.vibrato_rate_hz, vibrato_depth_cents=plan.vibrato_depth_cents, gain_db=gain_db,
-        seed=int(rng.integers(2**31)),
-    )  # fmt: skip
+    notes = {
+        "onset_s": onset_s, "duration_s": duration_s, "pitch_midi": pitch_midi,
+        "syllable_index": _lyrics(melody_id=plan.melody.melody_id, n_notes=len(plan.melody.pitch_midi) * plan.verses)[:n],
+        "total_s": plan.total_s, "vibrato_rate_hz": plan.vibrato_rate_hz,
+        "vibrato_depth_cents": plan.vibrato_depth_cents, "gain_db": gain_db, "seed": int(rng.integers(2**31)),
+    }  # fmt: skip
+    if plan.voice.method == METHOD_MBROLA:
+        vocal = render_vocal_mbrola(
+            voice=plan.voice, phoneme_path=build_phonemes(voice=plan.voice, cache_dir=cache_dir / "banks"), **notes
+        )
+    else:
+        vocal = render_vocal(bank=_bank(plan.voice, plan.singer.warp, cache_dir / "banks"), **notes)
     return mix_song(vocal=vocal, accompaniment=accompaniment, ratio_db=plan.ratio_db)
 
 
@@ -333,6 +339,13 @@ def _tag(*, path: Path, fmt: str, plan: SongPlan) -> None:
         for key, value in tags.items():
             audio[key] = value
     audio.save()
+
+
+def prepare_voice(*, voice: Voice, cache_dir: Path) -> Path:
+    """Build a voice's cached syllable bank (WORLD voices) or syllable phonemes (MBROLA)."""
+    if voice.method == METHOD_MBROLA:
+        return build_phonemes(voice=voice, cache_dir=cache_dir)
+    return build_bank(voice=voice, cache_dir=cache_dir)
 
 
 def render_song(*, plan: SongPlan, out_dir: Path) -> None:
@@ -450,7 +463,7 @@ def render_library(
     voices = sorted({p.voice for p in todo}, key=lambda v: v.voice_id)
     if jobs == 1 or len(todo) <= 1:
         for voice in voices:
-            build_bank(voice=voice, cache_dir=cache_dir / "banks")
+            prepare_voice(voice=voice, cache_dir=cache_dir / "banks")
         for plan in todo:
             render_song(plan=plan, out_dir=out_dir)
             done += 1
@@ -459,7 +472,7 @@ def render_library(
     else:
         # spawn, not fork: the caller may run threads (a progress bar) that fork would copy mid-state.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(build_bank, voice=v, cache_dir=cache_dir / "banks") for v in voices]):
+            for future in as_completed([pool.submit(prepare_voice, voice=v, cache_dir=cache_dir / "banks") for v in voices]):
                 future.result()
             # Longest songs first, so no worker is left with a long one at the end.
             futures = [pool.submit(render_song, plan=p, out_dir=out_dir) for p in sorted(todo, key=lambda p: -p.total_s)]

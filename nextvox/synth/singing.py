@@ -14,7 +14,7 @@ import numpy as np
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.synth.syllables import FRAME_PERIOD_MS, FRAME_RATE_HZ, SyllableBank, pyworld
 
-__all__ = ["render_vocal", "pitch_accuracy", "midi_to_hz", "NOTE_GUARD_START_S", "NOTE_GUARD_END_S"]
+__all__ = ["render_vocal", "note_cents", "pitch_accuracy", "midi_to_hz", "NOTE_GUARD_START_S", "NOTE_GUARD_END_S"]
 
 GLIDE_S = 0.04  # legato glide into a note from the previous one
 RELEASE_S = 0.04  # longest part of a syllable's spoken fade-out kept at a note's end
@@ -58,7 +58,7 @@ def _source_frames(*, length: int, n_source: int, core_start: int, core_end: int
     )
 
 
-def _note_cents(
+def note_cents(
     *, n_frames: int, midi: float, previous_midi: float | None, vibrato_rate_hz: float, vibrato_depth_cents: float,
     vibrato_phase: float,
 ) -> np.ndarray:
@@ -134,7 +134,7 @@ def render_vocal(
         ap[start:end] = bank.ap[first + lo] * (1 - w) + bank.ap[first + hi] * w
         in_core = (source >= core_start) & (source < core_end)
         voiced = in_core | bank.voiced[first + np.rint(source).astype(int).clip(0, last - first - 1)]
-        cents = _note_cents(
+        cents = note_cents(
             n_frames=end - start,
             midi=float(midi),
             previous_midi=previous_midi if previous_end == start else None,

@@ -224,11 +224,7 @@ def _voice_missing(voice: Voice) -> str | None:
     elif voice.engine == "espeak-ng":
         if shutil.which("espeak-ng") is None:
             return "espeak-ng"
-    elif voice.engine == "mbrola":
-        if shutil.which("mbrola") is None:
-            return "mbrola"
-        if not (MBROLA_VOICE_ROOT / voice.name / voice.name).exists():
-            return voice.package
+    elif voice.engine == "mbrola":  # listed only when installed; espeak-ng gives their phonemes
         if shutil.which("espeak-ng") is None:
             return "espeak-ng"
     return None
