@@ -8,7 +8,8 @@
    on every isolated vocal, the share of pYIN-voiced frames inside notes that lie within
    50 cents of the note (see ``nextvox.synth.singing.pitch_accuracy``), per engine voice.
 
-Prints the tables and writes them to ``bench/results/synth.md``.
+Prints the tables and writes them to ``bench/results/synth.md`` (``synth-train.md`` for the
+train voice set).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from nextvox.synth.library import CACHE_DIR_NAME, plan_library, song_notes
 from nextvox.synth.singing import pitch_accuracy
 from nextvox.synth.voices import singers_in_set
 
-RESULTS = Path(__file__).parent / "results" / "synth.md"
+RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def _timed_render(out_dir: Path, **settings) -> tuple[float, float, int]:
@@ -115,8 +116,9 @@ def main() -> None:
                      f"| {frames.sum()} | {100 * pooled:.1f} % |")  # fmt: skip
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text, encoding="utf-8")
+    results = RESULTS_DIR / ("synth.md" if args.voice_set == "demo" else f"synth-{args.voice_set}.md")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def test_songs_decode_and_vocals_are_kept_apart(fixture_library):
         assert np.abs(vocal).max() > 0.05
     assert not any((fixture_library / "songs").rglob("*.flac.part"))
     assert not list((fixture_library / "songs").rglob("vocals"))
+    assert (fixture_library / "vocals" / ".nomedia").exists(), "scanners skip the isolated vocals"
 
 
 def test_songs_carry_tags(fixture_library):

@@ -4,6 +4,7 @@ Layout of a library folder ``DIR``::
 
     DIR/songs/<singer>/<NN> <Title>.<ext>    the mixes (what a user's ``analyze`` indexes)
     DIR/vocals/<singer>/<NN> <Title>.flac    the isolated vocal of each song, 16 kHz mono
+    DIR/vocals/.nomedia                      tells media scanners (and nextvox analyze) to skip vocals/
     DIR/labels.csv                           one row per song, paths relative to DIR
     DIR/.nextvox-synth/                      caches (syllable banks, melodies) and temp files
 
@@ -456,6 +457,10 @@ def render_library(
         n_singers=n_singers, n_songs=n_songs, seed=seed, voice_set=voice_set, max_song_s=max_song_s,
         cache_dir=cache_dir,
     )  # fmt: skip
+    # Media scanners (nextvox's own included) skip a folder holding ".nomedia": analysing
+    # DIR then indexes the songs and not their isolated vocals.
+    (out_dir / "vocals").mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocals" / ".nomedia").touch()
     todo = [p for p in plans if not ((out_dir / p.path).exists() and (out_dir / p.vocal_path).exists())]
     done = len(plans) - len(todo)
     if progress:
