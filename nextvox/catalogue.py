@@ -142,22 +142,30 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+_ID3_FRAMES = {"artist": "TPE1", "title": "TIT2", "album": "TALB", "genre": "TCON"}
+
+
 def read_tags(path: Path) -> dict[str, str | None]:
-    """Artist, title, album and genre from the file's tags (None where absent or unreadable)."""
+    """Artist, title, album and genre from the file's tags (None where absent or unreadable).
+
+    mutagen's "easy" keys cover mp3, flac, ogg, opus and mp4; WAV and AIFF carry raw ID3
+    frames, read by their frame names.
+    """
     import mutagen
 
-    tags: dict[str, str | None] = {"artist": None, "title": None, "album": None, "genre": None}
+    tags: dict[str, str | None] = dict.fromkeys(_ID3_FRAMES)
     try:
         audio = mutagen.File(str(path), easy=True)
     except Exception:  # mutagen raises many private types on damaged headers; tags are optional
         return tags
     if audio is None or audio.tags is None:
         return tags
-    for key in tags:
+    for key, frame in _ID3_FRAMES.items():
         try:
-            values = audio.tags.get(key)
+            values = audio.tags.get(key) or audio.tags.get(frame)
         except (KeyError, ValueError):
             values = None
+        values = getattr(values, "text", values)  # an ID3 frame holds its strings in .text
         if values:
             tags[key] = str(values[0]).strip() or None
     return tags
@@ -339,10 +347,16 @@ class Catalogue:
             db.executemany("UPDATE tracks SET status = 'pending', error = NULL WHERE content_hash = ?", [(h,) for h in content_hashes])
 
 
+IGNORE_MARKER = ".nomedia"  # the media scanners' convention: a folder holding this file is skipped
+
+
 def _walk_audio_files(root: Path) -> Iterator[Path]:
-    """Audio files under ``root`` (by extension), skipping hidden files and folders."""
+    """Audio files under ``root`` (by extension), skipping hidden files and folders and
+    sub-folders that hold an ``IGNORE_MARKER`` file."""
     for folder, subfolders, files in os.walk(root, onerror=None, followlinks=False):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        subfolders[:] = sorted(
+            d for d in subfolders if not d.startswith(".") and not (Path(folder) / d / IGNORE_MARKER).exists()
+        )
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS:
                 yield Path(folder) / name

@@ -59,6 +59,31 @@ def test_incremental_runs_moves_changes_and_removals(library: Path, tmp_path: Pa
     assert all(versions)  # every vector names the model version that made it
 
 
+def test_tags_are_read_and_nomedia_folders_skipped(library: Path, tmp_path: Path) -> None:
+    import mutagen
+    from mutagen.id3 import TIT2, TPE1
+
+    flac = mutagen.File(library / "low/song1.flac")
+    flac["artist"], flac["title"], flac["genre"] = "Low Singer", "Song One", "folk"
+    flac.save()
+    wav = mutagen.File(library / "low/song0.wav")
+    wav.add_tags()
+    wav.tags.add(TPE1(encoding=3, text="Low Singer"))
+    wav.tags.add(TIT2(encoding=3, text="Song Zero"))
+    wav.save()
+    write_audio(library / "stems/vocal.wav", voice(seconds=3.0, formants_hz=(500, 1500)))
+    (library / "stems/.nomedia").touch()
+
+    analyze_library(library, data_dir=tmp_path / "data")
+
+    with Catalogue(tmp_path / "data", library=library.resolve()) as catalogue:
+        tracks = {t.path: t for t in catalogue.tracks()}
+    assert (tracks["low/song1.flac"].artist, tracks["low/song1.flac"].title, tracks["low/song1.flac"].genre) == (
+        "Low Singer", "Song One", "folk")
+    assert (tracks["low/song0.wav"].artist, tracks["low/song0.wav"].title) == ("Low Singer", "Song Zero")
+    assert "stems/vocal.wav" not in tracks and len(tracks) == 6
+
+
 def test_bad_files_get_reasons_and_the_rest_is_analysed(library: Path, tmp_path: Path) -> None:
     (library / "bad").mkdir()
     (library / "bad/empty.mp3").write_bytes(b"")
