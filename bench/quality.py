@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from nextvox.errors import NextvoxError
 from nextvox.evaluation import evaluate_library, format_table
@@ -78,18 +78,27 @@ def render(library: Path, args: argparse.Namespace) -> Path:
     )
 
 
-def vocal_labels(labels_csv: Path, out: Path) -> Path:
-    """The same labels with ``path`` pointing at each song's isolated vocal (``vocal_path``)."""
+def vocal_library(labels_csv: Path, out: Path) -> tuple[Path, Path]:
+    """The isolated vocals as a library of their own: (its folder, its labels CSV written to ``out``).
+
+    The generator keeps every vocal under one folder of the song library and marks that folder
+    for scanners to skip, so the vocals are evaluated as a library rooted there, with the
+    same labels and ``path`` pointing at each song's vocal (``vocal_path``).
+    """
     with open(labels_csv, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows or "vocal_path" not in rows[0]:
         raise NextvoxError(f"{labels_csv} has no vocal_path column: the generator kept no isolated vocals")
+    vocal_paths = [PurePosixPath(row["vocal_path"]) for row in rows]
+    folders = {p.parts[0] for p in vocal_paths}
+    if len(folders) != 1 or any(len(p.parts) < 2 for p in vocal_paths):
+        raise NextvoxError(f"{labels_csv}: the vocals are not all under one folder ({', '.join(sorted(folders))})")
     with open(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        for row in rows:
-            writer.writerow(dict(row, path=row["vocal_path"]))
-    return out
+        for row, vocal in zip(rows, vocal_paths):
+            writer.writerow(dict(row, path=vocal.relative_to(vocal.parts[0]).as_posix()))
+    return labels_csv.parent / folders.pop(), out
 
 
 def shared_tune_pairs(labels_csv: Path) -> tuple[int, int]:
@@ -116,7 +125,7 @@ def markdown(results: dict[str, dict], *, args: argparse.Namespace, seconds: dic
         f" Separator: `{mixes['settings']['separator']}`;"
         f" combined score weights: timbre {mixes['settings']['w_timbre']:g}, melody {mixes['settings']['w_melody']:g}.",
         f"Time: rendering {seconds['render']:.0f} s (0 when rendered by an earlier run), evaluating the mixes {seconds['mixes']:.0f} s"
-        f" (analysis {mixes['timings_s']['analysis']:.0f} s of both mixes and vocals, baselines {mixes['timings_s']['baselines']:.0f} s),"
+        f" (analysis {mixes['timings_s']['analysis']:.0f} s, baselines {mixes['timings_s']['baselines']:.0f} s),"
         f" the vocals {seconds['vocals']:.0f} s, on this machine.",
         "",
         "Chance rows: the expected score of a random ranking (mAP exactly, P@5 = relevant / candidates)"
@@ -144,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         mixes = evaluate_library(library, labels, data_dir=data_dir, jobs=args.jobs, progress=report)
         evaluated_mixes = time.perf_counter()
         print("evaluating the isolated vocals ...", file=sys.stderr, flush=True)
-        vocals = evaluate_library(library, vocal_labels(labels, work / "labels-vocals.csv"), data_dir=data_dir, jobs=args.jobs, progress=report)
+        vocals_library, vocals_labels = vocal_library(labels, work / "labels-vocals.csv")
+        vocals = evaluate_library(vocals_library, vocals_labels, data_dir=work / "data-vocals", jobs=args.jobs, progress=report)
         finished = time.perf_counter()
     except NextvoxError as error:
         print(f"error: {error}", file=sys.stderr)
