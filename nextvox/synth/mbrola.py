@@ -47,15 +47,30 @@ def _espeak_voice_file(voice_id: str) -> Path | None:
     return next((d / f"mb-{voice_id}" for d in ESPEAK_VOICE_DIRS if (d / f"mb-{voice_id}").exists()), None)
 
 
+def _speaks(voice_id: str) -> bool:
+    """Whether espeak-ng's phonemes for ``mb-<voice_id>`` are ones the MBROLA database knows.
+
+    Some databases use another phoneme alphabet than espeak-ng's table for them; MBROLA then
+    falls silent, so such a voice is left out.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        pho = subprocess.run(["espeak-ng", "-v", f"mb-{voice_id}", "-q", "--pho", "la"], capture_output=True,
+                             text=True, check=False).stdout  # fmt: skip
+        (Path(tmp) / "probe.pho").write_text(pho, encoding="utf-8")
+        done = subprocess.run(["mbrola", str(MBROLA_VOICE_ROOT / voice_id / voice_id), "probe.pho", "probe.wav"],
+                              capture_output=True, check=False, cwd=tmp)  # fmt: skip
+        return done.returncode == 0 and (Path(tmp) / "probe.wav").exists() and sf.info(Path(tmp) / "probe.wav").frames > 0
+
+
 @cache
 def installed_mbrola_singers() -> tuple[Singer, ...]:
-    """One singer per permitted MBROLA voice installed here (gender from espeak-ng's voice file)."""
+    """One singer per permitted MBROLA voice installed here that sings (gender from espeak-ng's voice file)."""
     if shutil.which("mbrola") is None or shutil.which("espeak-ng") is None:
         return ()
     singers = []
     for voice_id in PERMITTED_VOICES:
         espeak_file = _espeak_voice_file(voice_id)
-        if espeak_file is None or not (MBROLA_VOICE_ROOT / voice_id / voice_id).exists():
+        if espeak_file is None or not (MBROLA_VOICE_ROOT / voice_id / voice_id).exists() or not _speaks(voice_id):
             continue
         description = espeak_file.read_text(encoding="utf-8", errors="replace")
         female = "gender female" in description
