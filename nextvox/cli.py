@@ -87,7 +87,7 @@ def _progress(enabled: bool = True) -> Iterator[Progress]:
 @app.command(context_settings=CONTEXT)
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--singers", type=click.IntRange(min=1), default=8, show_default=True, help="Number of singers.")
-@click.option("--songs", type=click.IntRange(min=1), default=5, show_default=True, help="Songs per singer.")
+@click.option("--songs", type=click.IntRange(min=1), default=4, show_default=True, help="Songs per singer.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed gives the same library.")
 @click.option("--voices", type=click.Choice(["demo", "train"]), default="demo", show_default=True,
               help="demo: Debian-main voices; train: adds MBROLA, espeak-ng and warped voices.")
@@ -271,7 +271,7 @@ def evaluate(
             library, labels, data_dir=_data_dir(ctx, library, data_dir), jobs=jobs, separator=separator,
             model_dir=model, w_timbre=DEFAULT_W_TIMBRE,
             w_melody=DEFAULT_W_MELODY if melody_weight is None else melody_weight,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            progress=lambda stage, done, total: progress.update(task, description=stage, completed=done, total=total),
         )
     stdout.print(format_table(result), markup=False)
     if json_out is not None:
