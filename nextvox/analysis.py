@@ -251,8 +251,9 @@ def _run_pool(
                         break
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        digest, rel = in_flight.pop(future)
-                        kind, result = future.result()
+                        digest, rel = in_flight[future]
+                        kind, result = future.result()  # raises BrokenProcessPool if a worker died
+                        del in_flight[future]
                         _record(catalogue, digest, rel, kind, result, report, settings.version)
                         done += 1
                         if on_track:

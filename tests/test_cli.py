@@ -141,3 +141,27 @@ def test_interrupted_analyze_resumes_without_redoing_tracks(tmp_path: Path, how:
     summary = json.loads(result.stdout)
     assert summary["analyzed_now"] == total - done_before  # no finished track redone
     assert summary["counts"] == {"analyzed": total, "failed": 0, "pending": 0}
+
+
+def _worker_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_worker_killed_mid_track_is_replaced_and_its_track_redone(tmp_path: Path) -> None:
+    """What the OOM killer or a decoder crash does: one worker dies; the run goes on."""
+    library, data = tmp_path / "music", tmp_path / "data"
+    make_library(library, songs_per_singer=4, seconds=30.0, formats=("flac", "mp3"))
+    process = subprocess.Popen([*NEXTVOX, "analyze", str(library), "--data-dir", str(data), "--jobs", "1", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _analysed_count(data) < 1 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    workers = _worker_pids(process.pid)
+    assert workers, "no worker process found"
+    os.kill(workers[0], signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["counts"] == {"analyzed": 12, "failed": 0, "pending": 0}
