@@ -179,3 +179,10 @@ def test_demo_voice_set_is_debian_main_and_labels_synthetic_singers():
         is_altered = singer.warp != 1.0 or any(v.engine == "espeak-ng" for v in singer.voices)
         assert singer.synthetic == is_altered == singer.singer_id.startswith("syn-")
     assert [s.gender for s in select_singers(n_singers=4, voice_set="demo")] == ["female", "male"] * 2
+
+
+def test_a_relative_output_folder_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The speech engines run in folders of their own; a relative DIR must still work."""
+    monkeypatch.chdir(tmp_path)
+    labels = render_library(Path("relative-lib"), n_singers=1, n_songs=1, seed=3, max_song_s=3.0, jobs=1)
+    assert labels == tmp_path / "relative-lib" / "labels.csv" and labels.exists()

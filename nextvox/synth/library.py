@@ -444,7 +444,8 @@ def render_library(
     NextvoxError
         Bad arguments, a folder holding another library, or a failed render.
     """
-    out_dir = Path(out_dir)
+    # Absolute: the speech engines run in their own working folders and are handed paths.
+    out_dir = Path(out_dir).resolve()
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise NextvoxError(f"jobs must be at least 1, not {jobs}")
