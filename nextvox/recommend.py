@@ -2,16 +2,25 @@
 
 score(q, c) = w_timbre * cos(timbre_q, timbre_c) + w_melody * cos(melody_q, melody_c)
 
-A query is one track of the library, several (a listening history: their vectors are
-averaged), or any audio file, which is analysed on the fly. The query's own tracks, copies
-of them (same content) and near-duplicates (the same recording in another format: the same
-coarse spectrogram over the excerpt) are never recommended. Every result says why.
+A query is one track of the library, several (a listening history: the weighted mean of
+their unit vectors), or any audio file, which is analysed on the fly. The query's own
+tracks, copies of them (same content) and near-duplicates (the same recording in another
+format: the same coarse spectrogram over the excerpt) are never recommended. Filters drop
+the query's artist, tracks already heard, other genres, the other gender; diversity is
+maximal marginal relevance over the voices and a cap per artist. Every result says why.
+
+:class:`Recommender` holds what a query needs in memory (the indexes, the tracks' tags and
+genders) so that a server answers many queries from one load; :func:`recommend` is the
+one-shot form the command line uses.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +29,94 @@ from nextvox.analysis import AnalysisSettings, analyze_track
 from nextvox.audio import native_stderr_to
 from nextvox.catalogue import Catalogue, Track, content_hash
 from nextvox.errors import AudioError, NextvoxError
-from nextvox.index import VectorIndex, normalise_rows
+from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
 
-__all__ = ["DEFAULT_W_TIMBRE", "DEFAULT_W_MELODY", "Query", "Recommendation", "resolve_query", "recommend"]
+__all__ = [
+    "DEFAULT_W_TIMBRE",
+    "DEFAULT_W_MELODY",
+    "DEFAULT_PER_ARTIST",
+    "GENDER_VECTOR",
+    "GENDERS",
+    "Query",
+    "Filters",
+    "Diversity",
+    "Recommendation",
+    "Recommender",
+    "resolve_query",
+    "query_from_file",
+    "recommend",
+    "history_vector",
+]
 
 DEFAULT_W_TIMBRE = 1.0
 DEFAULT_W_MELODY = 0.0  # no melody model yet: voices alone decide
+DEFAULT_PER_ARTIST = 3  # so that a top 10 is never ten songs by one singer
 NEAR_DUPLICATE_SIMILARITY = 0.9  # fingerprints this alike are one recording (see features.recording_fingerprint)
+# Where the gender stage stores its answer: a vector of this name, shape (1,), holding the
+# probability that the voice is female, versioned like every vector. Absent until that stage runs.
+GENDER_VECTOR = "gender"
+GENDERS = ("female", "male")
+PERCENTILE_SAMPLE = 4096  # library vectors against which "closer than X% of the library" is measured
+MIN_CANDIDATES = 100  # first candidate pool; grown fourfold while filters leave too few
 
 
 @dataclass(frozen=True)
 class Query:
-    """One query item: its vectors, and the library track it is (None for an outside file)."""
+    """One query item: its vectors, and the library track it is (None for an outside file).
+
+    ``weight`` is its share in a listening history (the history vector is the weighted mean).
+    """
 
     label: str
     vectors: dict[str, np.ndarray]
     content_hash: str | None
     duration_s: float | None
     artist: str | None
+    weight: float = 1.0
+    genre: str | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which tracks may be recommended.
+
+    Attributes
+    ----------
+    exclude_query_artists : bool
+        Leave out the artists of the query tracks.
+    exclude_artists : frozenset of str
+        Artists to leave out (compared without case).
+    heard : frozenset of str
+        Paths (relative to the library) already heard: left out.
+    genres : frozenset of str
+        Keep only these genres (compared without case); empty keeps every genre.
+    gender : str, optional
+        ``female`` or ``male``: keep only voices of that gender, where the gender stage has
+        stored one (tracks with no stored gender are kept; see :attr:`Recommender.has_genders`).
+    """
+
+    exclude_query_artists: bool = False
+    exclude_artists: frozenset[str] = frozenset()
+    heard: frozenset[str] = frozenset()
+    genres: frozenset[str] = frozenset()
+    gender: str | None = None
+
+
+@dataclass(frozen=True)
+class Diversity:
+    """How varied the results are.
+
+    Attributes
+    ----------
+    mmr_lambda : float
+        Maximal marginal relevance, in [0, 1]: 1 ranks by score alone; lower values trade
+        score for voices unlike those already chosen (``λ·score − (1 − λ)·max cos``).
+    per_artist : int, optional
+        At most this many results per artist (None: no cap).
+    """
+
+    mmr_lambda: float = 1.0
+    per_artist: int | None = DEFAULT_PER_ARTIST
 
 
 @dataclass(frozen=True)
@@ -51,9 +130,23 @@ class Recommendation:
     album: str | None
     genre: str | None
     reason: str
+    tags: tuple[str, ...] = ()
+    gender: str | None = None
+    duration_s: float | None = None
 
 
-def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettings) -> Query:
+def query_from_file(path: Path, *, label: str, settings: AnalysisSettings, weight: float = 1.0) -> Query:
+    """A query from any audio file, analysed on the fly (the catalogue is not touched)."""
+    try:
+        with native_stderr_to(os.devnull):
+            analysis = analyze_track(path, content_hash=None, settings=settings, cache=None)
+    except AudioError as error:
+        raise NextvoxError(f"cannot use {label} as a query: {error}") from None
+    vectors = {name: vector for name, (_, vector) in analysis.vectors.items()}
+    return Query(label, vectors, content_hash(path), analysis.duration_s, None, weight)
+
+
+def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettings, weight: float = 1.0) -> Query:
     """Find ``query`` in the catalogue, or analyse it on the fly when it is an outside file."""
     path = Path(query).expanduser()
     if not path.exists():
@@ -64,17 +157,11 @@ def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettin
     path = path.resolve()
     track = _track_at(catalogue, path)
     if track is not None and track.status == "analyzed":
-        return Query(track.path, catalogue.vectors_of(track.content_hash), track.content_hash, track.duration_s, track.artist)
+        return Query(track.path, catalogue.vectors_of(track.content_hash), track.content_hash, track.duration_s,
+                     track.artist, weight, track.genre)
     if track is not None and track.status == "failed":
         raise NextvoxError(f"the query {track.path} failed analysis: {track.error}")
-    try:
-        with native_stderr_to(os.devnull):
-            analysis = analyze_track(path, content_hash=None, settings=settings, cache=None)
-    except AudioError as error:
-        raise NextvoxError(f"cannot use {query} as a query: {error}") from None
-    vectors = {name: vector for name, (_, vector) in analysis.vectors.items()}
-    digest = content_hash(path)
-    return Query(str(query), vectors, digest, analysis.duration_s, None)
+    return query_from_file(path, label=str(query), settings=settings, weight=weight)
 
 
 def _track_at(catalogue: Catalogue, path: Path) -> Track | None:
@@ -85,9 +172,283 @@ def _track_at(catalogue: Catalogue, path: Path) -> Track | None:
     return catalogue.track(relative)
 
 
-def _percentile_words(similarity: float, all_similarities: np.ndarray) -> str:
-    closer_than = float((all_similarities < similarity).mean()) * 100
-    return f"closer than {closer_than:.0f}% of the library"
+def _fold(text: str | None) -> str | None:
+    return text.casefold().strip() if text else None
+
+
+@dataclass
+class _Candidate:
+    """A row of the timbre index with its exact similarities, and (once filtered) its track."""
+
+    row: int
+    score: float
+    timbre: float
+    melody: float | None
+    track: Track | None = None
+
+
+@dataclass
+class Recommender:
+    """What answering queries over one catalogue needs, loaded once.
+
+    Parameters
+    ----------
+    catalogue : Catalogue
+    exact_max_vectors : int
+        Largest library searched exactly (see :func:`nextvox.index.open_index`).
+    lock : threading.Lock
+        Held around every read of the catalogue after loading: a server shares its one
+        SQLite connection between threads.
+    """
+
+    catalogue: Catalogue
+    exact_max_vectors: int = EXACT_MAX_VECTORS
+    timbre: VectorIndex = field(init=False)
+    melody: VectorIndex | None = field(init=False)
+    tracks_by_hash: dict[str, list[Track]] = field(init=False)
+    tracks_by_path: dict[str, Track] = field(init=False)
+    gender_by_hash: dict[str, str] = field(init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.timbre = open_index(self.catalogue, "timbre", exact_max_vectors=self.exact_max_vectors)
+        melody = open_index(self.catalogue, "melody", exact_max_vectors=self.exact_max_vectors)
+        self.melody = melody if len(melody) else None
+        self.tracks_by_hash = {}
+        self.tracks_by_path = {}
+        for track in self.catalogue.tracks():
+            self.tracks_by_path[track.path] = track
+            if track.status == "analyzed":
+                self.tracks_by_hash.setdefault(track.content_hash, []).append(track)
+        hashes, probabilities, _ = self.catalogue.vectors(GENDER_VECTOR)
+        self.gender_by_hash = {h: GENDERS[0] if p[0] >= 0.5 else GENDERS[1] for h, p in zip(hashes, probabilities)}
+        self._timbre_sample = _sample_rows(len(self.timbre))
+        self._melody_sample = _sample_rows(len(self.melody) if self.melody else 0)
+
+    @property
+    def has_genders(self) -> bool:
+        """Whether the gender stage has stored any gender (the gender filter is a no-op until then)."""
+        return bool(self.gender_by_hash)
+
+    def gender_of(self, digest: str | None) -> str | None:
+        return self.gender_by_hash.get(digest) if digest else None
+
+    def track_query(self, path: str, *, weight: float = 1.0) -> Query:
+        """The query for a library track given by its path relative to the library."""
+        track = self.tracks_by_path.get(path)
+        if track is None:
+            raise NextvoxError(f"no such track in the library: {path}")
+        if track.status != "analyzed":
+            raise NextvoxError(f"the track {path} is {track.status}" + (f": {track.error}" if track.error else ""))
+        with self.lock:
+            vectors = self.catalogue.vectors_of(track.content_hash)
+        return Query(track.path, vectors, track.content_hash, track.duration_s, track.artist, weight, track.genre)
+
+    def timbre_vector(self, digest: str) -> np.ndarray:
+        """The unit timbre vector of one content, shape (D,)."""
+        return self.timbre.matrix[self.timbre.position[digest]]
+
+    # ---- recommending ----------------------------------------------------------------------
+
+    def recommend(
+        self,
+        queries: list[Query],
+        *,
+        k: int = 10,
+        w_timbre: float = DEFAULT_W_TIMBRE,
+        w_melody: float = DEFAULT_W_MELODY,
+        filters: Filters = Filters(),
+        diversity: Diversity = Diversity(),
+    ) -> list[Recommendation]:
+        """The ``k`` best tracks for a query (or a weighted history of queries), best first.
+
+        Parameters
+        ----------
+        queries : list of Query
+            One item, or a listening history whose vectors are averaged with their weights.
+        k : int
+            Results wanted, at least 1.
+        w_timbre, w_melody : float
+            Weights of the timbre and melody cosine similarities in the score, each >= 0.
+        filters : Filters
+        diversity : Diversity
+        """
+        _check(queries, k=k, w_timbre=w_timbre, w_melody=w_melody, filters=filters, diversity=diversity)
+        if not len(self.timbre):
+            raise NextvoxError("no analysed tracks in the catalogue yet: run `nextvox analyze` first")
+        timbre_query = history_vector(queries, "timbre")
+        use_melody = self.melody is not None and all("melody" in q.vectors for q in queries)
+        melody_query = history_vector(queries, "melody") if use_melody else None
+        sample_timbre = self.timbre.matrix[self._timbre_sample] @ timbre_query  # (S,)
+        sample_melody = None if melody_query is None else self.melody.matrix[self._melody_sample] @ melody_query
+
+        excluded = {q.content_hash for q in queries if q.content_hash}
+        fingerprints = [q.vectors["fingerprint"] for q in queries if "fingerprint" in q.vectors]
+        blocked_artists = {_fold(a) for a in filters.exclude_artists}
+        if filters.exclude_query_artists:
+            blocked_artists |= {_fold(q.artist) for q in queries if q.artist}
+        wanted_genres = {_fold(g) for g in filters.genres}
+        query_genres = {_fold(q.genre) for q in queries if q.genre}
+        query_genders = {self.gender_of(q.content_hash) for q in queries} - {None}
+
+        def allowed(track: Track) -> bool:
+            return not (
+                track.content_hash in excluded
+                or track.path in filters.heard
+                or (blocked_artists and _fold(track.artist) in blocked_artists)
+                or (wanted_genres and _fold(track.genre) not in wanted_genres)
+                or (filters.gender and self.gender_of(track.content_hash) not in (None, filters.gender))
+            )
+
+        pool = MIN_CANDIDATES + 10 * k
+        while True:
+            candidates = self._candidates(timbre_query, melody_query, pool, w_timbre=w_timbre, w_melody=w_melody)
+            eligible = [c for c in candidates if self._attach_track(c, allowed)]
+            chosen = _diversify(eligible, self.timbre.matrix, k=k, diversity=diversity,
+                                acceptable=lambda c: not self._near_duplicate(c.track.content_hash, fingerprints))
+            if len(chosen) == k or pool >= len(self.timbre):
+                break
+            pool *= 4
+
+        results = []
+        for c in chosen:
+            tags = [_voice_tag(float((sample_timbre < c.timbre).mean()))]
+            reason = f"voice closer than {(sample_timbre < c.timbre).mean() * 100:.0f}% of the library (timbre {c.timbre:.2f})"
+            if c.melody is not None and w_melody > 0 and sample_melody is not None:
+                share = float((sample_melody < c.melody).mean())
+                reason += f"; melody closer than {share * 100:.0f}% of the library ({c.melody:.2f})"
+                if share >= 0.9:
+                    tags.append("similar melody")
+            if c.track.genre and _fold(c.track.genre) in query_genres:
+                tags.append(f"same genre: {c.track.genre}")
+            gender = self.gender_of(c.track.content_hash)
+            if gender and gender in query_genders:
+                tags.append(f"same gender: {gender}")
+            results.append(Recommendation(
+                path=c.track.path, score=c.score, timbre_similarity=c.timbre, melody_similarity=c.melody,
+                artist=c.track.artist, title=c.track.title, album=c.track.album, genre=c.track.genre,
+                reason=reason, tags=tuple(tags), gender=gender, duration_s=c.track.duration_s,
+            ))
+        return results
+
+    def _candidates(
+        self, timbre_query: np.ndarray, melody_query: np.ndarray | None, pool: int, *, w_timbre: float, w_melody: float
+    ) -> list[_Candidate]:
+        """The ``pool`` nearest rows by timbre (and by melody when it weighs), scored exactly, best first."""
+        rows, _ = self.timbre.search(timbre_query, pool)
+        melody_similarity = np.full(len(rows), np.nan, dtype=np.float32)
+        if melody_query is not None and w_melody > 0:
+            melody_rows, _ = self.melody.search(melody_query, pool)
+            extra = [self.timbre.position[self.melody.keys[r]] for r in melody_rows if self.melody.keys[r] in self.timbre.position]
+            rows = np.unique(np.concatenate([rows, np.asarray(extra, dtype=np.int64)]))
+        timbre_similarity = self.timbre.matrix[rows] @ timbre_query  # (P,)
+        score = w_timbre * timbre_similarity
+        if melody_query is not None:
+            melody_rows = [self.melody.position.get(self.timbre.keys[r]) for r in rows]
+            melody_similarity = np.array([np.nan if m is None else self.melody.matrix[m] @ melody_query for m in melody_rows],
+                                         dtype=np.float32)
+            score = score + w_melody * np.nan_to_num(melody_similarity)
+        order = np.argsort(-score, kind="stable")
+        return [
+            _Candidate(int(rows[i]), float(score[i]), float(timbre_similarity[i]),
+                       None if np.isnan(melody_similarity[i]) else float(melody_similarity[i]))
+            for i in order
+        ]
+
+    def _attach_track(self, candidate: _Candidate, allowed: Callable[[Track], bool]) -> bool:
+        """Give the candidate the first allowed track holding its content; False when there is none."""
+        for track in self.tracks_by_hash.get(self.timbre.keys[candidate.row], ()):
+            if allowed(track):
+                candidate.track = track
+                return True
+        return False
+
+    def _near_duplicate(self, digest: str, query_fingerprints: list[np.ndarray]) -> bool:
+        if not query_fingerprints:
+            return False
+        with self.lock:
+            fingerprint = self.catalogue.vectors_of(digest).get("fingerprint")
+        if fingerprint is None:
+            return False
+        similarity = normalise_rows(np.stack(query_fingerprints)) @ normalise_rows(fingerprint)
+        return bool((similarity >= NEAR_DUPLICATE_SIMILARITY).any())
+
+
+def _check(queries: list[Query], *, k: int, w_timbre: float, w_melody: float, filters: Filters, diversity: Diversity) -> None:
+    if not queries:
+        raise NextvoxError("give at least one query track or file")
+    if k < 1:
+        raise NextvoxError("k must be at least 1")
+    if w_timbre < 0 or w_melody < 0 or w_timbre + w_melody == 0:
+        raise NextvoxError("the timbre and melody weights must be >= 0 and not both 0")
+    if any(q.weight <= 0 for q in queries):
+        raise NextvoxError("the weights of a listening history must be > 0")
+    if not 0.0 <= diversity.mmr_lambda <= 1.0:
+        raise NextvoxError("the MMR lambda must be between 0 and 1")
+    if diversity.per_artist is not None and diversity.per_artist < 1:
+        raise NextvoxError("the per-artist cap must be at least 1")
+    if filters.gender is not None and filters.gender not in GENDERS:
+        raise NextvoxError(f"gender must be one of {', '.join(GENDERS)}, not {filters.gender!r}")
+
+
+def _sample_rows(n: int) -> np.ndarray:
+    """Rows of a fixed random sample of at most PERCENTILE_SAMPLE of ``n`` (all of them when fewer)."""
+    return np.sort(np.random.default_rng(0).choice(n, size=min(n, PERCENTILE_SAMPLE), replace=False))
+
+
+def _voice_tag(closer_than: float) -> str:
+    """A short word for how close a voice is, from the share of the library it is closer than."""
+    if closer_than >= 0.99:
+        return "very similar voice"
+    if closer_than >= 0.9:
+        return "similar voice"
+    return "related voice"
+
+
+def _diversify(
+    candidates: list[_Candidate], timbre: np.ndarray, *, k: int, diversity: Diversity,
+    acceptable: Callable[[_Candidate], bool],
+) -> list[_Candidate]:
+    """Up to ``k`` candidates by maximal marginal relevance under a per-artist cap.
+
+    ``acceptable`` is asked only of the candidates about to be chosen (it may be costly: the
+    near-duplicate check reads a fingerprint); a refused one is dropped.
+
+    Parameters
+    ----------
+    candidates : list of _Candidate
+        Best score first.
+    timbre : np.ndarray, shape (N, D)
+        Unit timbre vectors, indexed by the candidates' rows.
+    """
+    per_artist: Counter[str] = Counter()
+    cap = diversity.per_artist
+
+    def capped(c: _Candidate) -> bool:
+        artist = _fold(c.track.artist)
+        return cap is not None and artist is not None and per_artist[artist] >= cap
+
+    chosen: list[_Candidate] = []
+    remaining = list(candidates)
+    lam = diversity.mmr_lambda
+    while remaining and len(chosen) < k:
+        remaining = [c for c in remaining if not capped(c)]
+        if not remaining:
+            break
+        if lam == 1.0 or not chosen:
+            best = 0
+        else:
+            vectors = timbre[[c.row for c in remaining]]  # (R, D)
+            redundancy = (vectors @ timbre[[c.row for c in chosen]].T).max(axis=1)  # (R,)
+            relevance = np.array([c.score for c in remaining])
+            best = int(np.argmax(lam * relevance - (1 - lam) * redundancy))
+        pick = remaining.pop(best)
+        if not acceptable(pick):
+            continue
+        chosen.append(pick)
+        if pick.track.artist:
+            per_artist[_fold(pick.track.artist)] += 1
+    return chosen
 
 
 def recommend(
@@ -97,68 +458,16 @@ def recommend(
     k: int = 10,
     w_timbre: float = DEFAULT_W_TIMBRE,
     w_melody: float = DEFAULT_W_MELODY,
+    filters: Filters = Filters(),
+    diversity: Diversity = Diversity(),
 ) -> list[Recommendation]:
-    """The ``k`` best tracks for a query (or a history of queries), best first.
-
-    Parameters
-    ----------
-    catalogue : Catalogue
-    queries : list of Query
-        One item, or a listening history whose vectors are averaged.
-    k : int
-        Results wanted, at least 1.
-    w_timbre, w_melody : float
-        Weights of the timbre and melody cosine similarities in the score, each >= 0.
-    """
-    if k < 1:
-        raise NextvoxError("k must be at least 1")
-    if w_timbre < 0 or w_melody < 0 or w_timbre + w_melody == 0:
-        raise NextvoxError("the timbre and melody weights must be >= 0 and not both 0")
-    timbre_index = VectorIndex.from_catalogue(catalogue, "timbre")
-    if not len(timbre_index):
-        raise NextvoxError("no analysed tracks in the catalogue yet: run `nextvox analyze` first")
-    timbre = _history_vector(queries, "timbre")
-    timbre_similarity = timbre_index.similarities(timbre)
-    score = w_timbre * timbre_similarity
-
-    melody_similarity: np.ndarray | None = None
-    melody_index = VectorIndex.from_catalogue(catalogue, "melody")
-    if len(melody_index) and all("melody" in q.vectors for q in queries):
-        by_melody = melody_index.similarities(_history_vector(queries, "melody"))
-        melody_similarity = np.array([by_melody[melody_index.position[h]] if h in melody_index.position else 0.0
-                                      for h in timbre_index.keys], dtype=np.float32)
-        score = score + w_melody * melody_similarity
-
-    excluded = {q.content_hash for q in queries if q.content_hash}
-    fingerprints = VectorIndex.from_catalogue(catalogue, "fingerprint")
-    for q in queries:
-        if "fingerprint" in q.vectors and len(fingerprints):
-            similarity = fingerprints.similarities(q.vectors["fingerprint"])
-            excluded.update(fingerprints.keys[i] for i in np.flatnonzero(similarity >= NEAR_DUPLICATE_SIMILARITY))
-    tracks_by_hash: dict[str, list[Track]] = {}
-    for track in catalogue.tracks(status="analyzed"):
-        tracks_by_hash.setdefault(track.content_hash, []).append(track)
-
-    results: list[Recommendation] = []
-    for i in np.argsort(-score, kind="stable"):
-        digest = timbre_index.keys[i]
-        if digest in excluded or digest not in tracks_by_hash:
-            continue
-        track = tracks_by_hash[digest][0]
-        melody = None if melody_similarity is None else float(melody_similarity[i])
-        reason = f"voice {_percentile_words(float(timbre_similarity[i]), timbre_similarity)} (timbre {timbre_similarity[i]:.2f})"
-        if melody is not None and w_melody > 0:
-            reason += f"; melody {_percentile_words(melody, melody_similarity)} ({melody:.2f})"
-        results.append(Recommendation(
-            path=track.path, score=float(score[i]), timbre_similarity=float(timbre_similarity[i]),
-            melody_similarity=melody, artist=track.artist, title=track.title, album=track.album,
-            genre=track.genre, reason=reason,
-        ))
-        if len(results) == k:
-            break
-    return results
+    """The ``k`` best tracks for a query (or a history of queries), best first: :meth:`Recommender.recommend` once."""
+    return Recommender(catalogue).recommend(queries, k=k, w_timbre=w_timbre, w_melody=w_melody, filters=filters,
+                                            diversity=diversity)
 
 
-def _history_vector(queries: list[Query], name: str) -> np.ndarray:
-    """The mean of the queries' unit vectors of one name: the centre of a listening history."""
-    return normalise_rows(np.stack([q.vectors[name] for q in queries])).mean(axis=0)
+def history_vector(queries: list[Query], name: str) -> np.ndarray:
+    """The weighted mean of the queries' unit vectors of one name: the centre of a listening history, shape (D,)."""
+    weights = np.array([q.weight for q in queries], dtype=np.float32)
+    unit = normalise_rows(np.stack([q.vectors[name] for q in queries]).astype(np.float32))  # (Q, D)
+    return normalise_rows((weights[:, None] * unit).sum(axis=0) / weights.sum())

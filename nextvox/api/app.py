@@ -1,0 +1,49 @@
+"""The app factory: one FastAPI app serving one library's API and web page.
+
+Run it with ``nextvox serve LIBRARY`` (uvicorn, 127.0.0.1:8000 by default), or in Python:
+``uvicorn.run(create_app(library, data_dir))``. The OpenAPI schema is at ``/openapi.json``,
+its browsable form at ``/docs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from nextvox import __version__
+from nextvox.analysis import AnalysisSettings
+from nextvox.api.errors import install_error_handlers
+from nextvox.api.routers import audio, embedding_map, health, radio, recommend, tracks, web
+from nextvox.api.service import DEFAULT_MAX_UPLOAD_BYTES, LibraryService
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    library: Path,
+    data_dir: Path,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    settings: AnalysisSettings = AnalysisSettings(),
+) -> FastAPI:
+    """The app for ``library``, whose catalogue is in ``data_dir`` (see :class:`LibraryService`)."""
+    service = LibraryService(library, data_dir, max_upload_bytes=max_upload_bytes, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(title="nextvox", version=__version__, lifespan=lifespan,
+                  description="Recommend songs by the singer's voice: tracks, voice-alike recommendations, radio, map.")
+    app.state.service = service
+    install_error_handlers(app)
+    for concern in (health, tracks, audio, recommend, radio, embedding_map):
+        app.include_router(concern.router, prefix="/api")
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
+    return app

@@ -1,0 +1,1 @@
+"""One router per concern: health, tracks, audio, recommendations, radio and playlists, map, web page."""

@@ -1,0 +1,73 @@
+"""The state one server holds: the library, its catalogue, and a recommender kept in step with it.
+
+``nextvox analyze`` may run beside the server: when the catalogue changes (its counts or the
+modification time of its files), the next request reloads the recommender, whose index
+extends itself with the new vectors (:func:`nextvox.index.open_index`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from nextvox.analysis import AnalysisSettings
+from nextvox.catalogue import Catalogue, resolve_library
+from nextvox.recommend import Recommender
+
+__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "LibraryService"]
+
+DEFAULT_MAX_UPLOAD_BYTES = 50 * 2**20  # a 5-minute WAV at 44.1 kHz stereo; compressed songs are far smaller
+REFRESH_INTERVAL_S = 1.0  # how often a request may look whether the catalogue changed
+
+
+class LibraryService:
+    """One library served over HTTP.
+
+    Parameters
+    ----------
+    library : Path
+        The music folder; nothing outside it is ever served.
+    data_dir : Path
+        Its data directory (catalogue, index). Created empty when the library was never analysed.
+    max_upload_bytes : int
+        Largest uploaded query file.
+    settings : AnalysisSettings
+        How an uploaded query is analysed (the same as the library's).
+    """
+
+    def __init__(self, library: Path, data_dir: Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+                 settings: AnalysisSettings = AnalysisSettings()):
+        self.library = resolve_library(library)
+        self.data_dir = Path(data_dir)
+        self.max_upload_bytes = max_upload_bytes
+        self.settings = settings
+        self.catalogue = Catalogue(self.data_dir, library=self.library)
+        self.catalogue_lock = threading.Lock()  # one SQLite connection, shared by the worker threads
+        self._recommender: Recommender | None = None
+        self._signature: tuple | None = None
+        self._checked_at = float("-inf")
+
+    def _catalogue_signature(self) -> tuple:
+        stamps = []
+        for suffix in ("", "-wal"):
+            try:
+                stamps.append(Path(f"{self.catalogue.path}{suffix}").stat().st_mtime_ns)
+            except FileNotFoundError:
+                stamps.append(None)
+        return tuple(sorted(self.catalogue.status_counts().items())), tuple(stamps)
+
+    def recommender(self) -> Recommender:
+        """The recommender over the catalogue as it is now (reloaded when the catalogue changed)."""
+        with self.catalogue_lock:
+            now = time.monotonic()
+            if self._recommender is None or now - self._checked_at >= REFRESH_INTERVAL_S:
+                self._checked_at = now
+                signature = self._catalogue_signature()
+                if signature != self._signature or self._recommender is None:
+                    self._recommender = Recommender(self.catalogue, lock=self.catalogue_lock)
+                    self._signature = signature
+            return self._recommender
+
+    def close(self) -> None:
+        self.catalogue.close()
