@@ -204,31 +204,95 @@ def status(ctx: click.Context, library: Path, as_json: bool, data_dir: Path | No
 # ---- recommend -------------------------------------------------------------------------------
 
 
+def _filter_options(command):
+    """The filters shared by ``recommend`` and ``radio``."""
+    for option in reversed([
+        click.option("--exclude-artist", is_flag=True, help="Leave out the artists of the query tracks."),
+        click.option("--heard", type=click.Path(dir_okay=False, path_type=Path),
+                     help="File of tracks already heard, one path a line (relative to LIBRARY or absolute; "
+                     "lines starting with # are skipped, so an M3U works): left out."),
+        click.option("--genre", multiple=True, help="Keep only this genre (repeat for several)."),
+        click.option("--gender", type=click.Choice(["female", "male"]),
+                     help="Keep only voices of this gender (applied where the gender stage has stored one)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _read_heard(heard: Path | None, root: Path) -> frozenset[str]:
+    """Library-relative paths listed in a heard-tracks file."""
+    if heard is None:
+        return frozenset()
+    try:
+        lines = heard.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise NextvoxError(f"cannot read {heard}: {error.strerror}") from None
+    paths = set()
+    for line in (line.strip() for line in lines):
+        if line and not line.startswith("#"):
+            path = Path(line)
+            if path.is_absolute():
+                try:
+                    line = path.resolve().relative_to(root).as_posix()
+                except ValueError:
+                    continue  # outside the library: never a candidate anyway
+            paths.add(line)
+    return frozenset(paths)
+
+
+def _filters(root: Path, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None):
+    from nextvox.recommend import Filters
+
+    return Filters(exclude_query_artists=exclude_artist, heard=_read_heard(heard, root), genres=frozenset(genre), gender=gender)
+
+
+def _history_weights(weights: str | None, n_queries: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n_queries
+    try:
+        values = [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise click.UsageError(f"--weights must be numbers separated by commas: {weights}") from None
+    if len(values) != n_queries or any(w <= 0 for w in values):
+        raise click.UsageError(f"--weights needs {n_queries} positive numbers, one per query")
+    return values
+
+
 @app.command(context_settings=CONTEXT)
 @library_argument
 @click.argument("query", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "--k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of recommendations.")
 @click.option("--melody-weight", type=click.FloatRange(min=0.0), help="Weight of melody similarity in the score.")
 @click.option("--timbre-weight", type=click.FloatRange(min=0.0), help="Weight of voice (timbre) similarity in the score.")
+@click.option("--weights", help="Weights of the queries of a listening history, comma-separated (default: equal).")
+@_filter_options
+@click.option("--per-artist", type=click.IntRange(min=0), default=3, show_default=True,
+              help="At most this many results per artist (0: no cap).")
+@click.option("--mmr", "mmr_lambda", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+              help="Maximal marginal relevance lambda: 1 ranks by score alone, lower values vary the voices.")
 @json_flag
 @data_dir_option
 @click.pass_context
 def recommend(
     ctx: click.Context, library: Path, query: tuple[Path, ...], k: int, melody_weight: float | None,
-    timbre_weight: float | None, as_json: bool, data_dir: Path | None,
+    timbre_weight: float | None, weights: str | None, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...],
+    gender: str | None, per_artist: int, mmr_lambda: float, as_json: bool, data_dir: Path | None,
 ) -> None:
     """Recommend the next songs: voices (and, by choice, melodies) alike, each with the reason."""
     from nextvox.analysis import AnalysisSettings
     from nextvox.catalogue import Catalogue, resolve_library
-    from nextvox.recommend import DEFAULT_W_MELODY, DEFAULT_W_TIMBRE, recommend as recommend_tracks, resolve_query
+    from nextvox.recommend import DEFAULT_W_MELODY, DEFAULT_W_TIMBRE, Diversity, recommend as recommend_tracks, resolve_query
 
+    history_weights = _history_weights(weights, len(query))
     root = resolve_library(library)
     with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
-        queries = [resolve_query(catalogue, q, settings=AnalysisSettings()) for q in query]
+        queries = [resolve_query(catalogue, q, settings=AnalysisSettings(), weight=w) for q, w in zip(query, history_weights)]
         results = recommend_tracks(
             catalogue, queries, k=k,
             w_timbre=DEFAULT_W_TIMBRE if timbre_weight is None else timbre_weight,
             w_melody=DEFAULT_W_MELODY if melody_weight is None else melody_weight,
+            filters=_filters(root, exclude_artist, heard, genre, gender),
+            diversity=Diversity(mmr_lambda=mmr_lambda, per_artist=per_artist or None),
         )
     labels = [q.label for q in queries]
     if as_json:
@@ -238,10 +302,97 @@ def recommend(
         }))
         return
     stdout.print(f"Voices like {', '.join(labels)}:")
+    _print_tracks(results)
+
+
+def _print_tracks(results) -> None:
     table = Table("#", "score", "track", "artist — title", "genre", "why", box=None, pad_edge=False)
     for rank, r in enumerate(results, 1):
         table.add_row(str(rank), f"{r.score:.3f}", r.path, f"{r.artist or '?'} — {r.title or '?'}", r.genre or "", r.reason)
     stdout.print(table)
+
+
+# ---- radio -----------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.argument("seed", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=50, show_default=True, help="Songs in the radio.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the playlist here; the extension picks the format: .m3u8 or .xspf.")
+@click.option("--follow", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="0 keeps every song near the seed's voice; 1 lets each song lead to the next.")
+@_filter_options
+@json_flag
+@data_dir_option
+@click.pass_context
+def radio(
+    ctx: click.Context, library: Path, seed: tuple[Path, ...], n: int, out: Path | None, follow: float,
+    exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
+    data_dir: Path | None,
+) -> None:
+    """A radio that follows a voice: an ordered playlist, never the same artist twice in a row."""
+    from nextvox.analysis import AnalysisSettings
+    from nextvox.catalogue import Catalogue, resolve_library
+    from nextvox.playlists import PLAYLIST_FORMATS, playlist_entries, radio as make_radio, write_playlist
+    from nextvox.recommend import Recommender, resolve_query
+
+    if out is not None and out.suffix.lower().lstrip(".") not in PLAYLIST_FORMATS:
+        raise click.UsageError(f"--out must end in .m3u8 or .xspf: {out}")
+    root = resolve_library(library)
+    with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        seeds = [resolve_query(catalogue, s, settings=AnalysisSettings()) for s in seed]
+        songs = make_radio(Recommender(catalogue), seeds, n=n, follow=follow,
+                           filters=_filters(root, exclude_artist, heard, genre, gender))
+    title = f"nextvox radio: {', '.join(s.label for s in seeds)}"
+    if out is not None:
+        write_playlist(playlist_entries(songs, library=root), out, title=title)
+    if as_json:
+        print(json.dumps({"seed": [s.label for s in seeds], "out": str(out) if out else None,
+                          "tracks": [r.__dict__ for r in songs]}))
+        return
+    if out is not None:
+        stderr.print(f"{len(songs)} songs written to {out}")
+    else:
+        _print_tracks(songs)
+
+
+# ---- serve -----------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (only this machine by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--no-analyze", is_flag=True, help="Serve the catalogue as it is, without analysing new tracks first.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0.1), default=50.0, show_default=True,
+              help="Largest audio file accepted by the upload query.")
+@jobs_option
+@data_dir_option
+@click.pass_context
+def serve(
+    ctx: click.Context, library: Path, host: str, port: int, no_analyze: bool, max_upload_mb: float,
+    jobs: int | None, data_dir: Path | None,
+) -> None:
+    """Serve the HTTP API and the web page (analyses new tracks first, incrementally)."""
+    import uvicorn
+
+    from nextvox.analysis import analyze_library
+    from nextvox.api import create_app
+    from nextvox.catalogue import resolve_library
+
+    root = resolve_library(library)
+    chosen_data_dir = _data_dir(ctx, library, data_dir)
+    if not no_analyze:
+        with _progress() as progress:
+            task = progress.add_task("analysing", total=None)
+            report = analyze_library(root, data_dir=chosen_data_dir, jobs=jobs,
+                                     on_track=lambda done, total, _: progress.update(task, completed=done, total=total))
+        stderr.print(f"catalogue: {report.counts.get('analyzed', 0)} analysed, {report.counts.get('failed', 0)} failed")
+    application = create_app(root, chosen_data_dir, max_upload_bytes=int(max_upload_mb * 2**20))
+    stderr.print(f"nextvox serving {root} on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
 # ---- evaluate --------------------------------------------------------------------------------
