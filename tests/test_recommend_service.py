@@ -1,0 +1,131 @@
+"""Recommending over a real catalogue with known vectors: filters, diversity, history weights,
+near-duplicates, reasons, the approximate index, radio order and playlist export."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nextvox.errors import NextvoxError
+from nextvox.playlists import playlist_entries, radio, to_m3u8, write_playlist
+from nextvox.recommend import Diversity, Filters, Recommender
+
+from service_factories import make_catalogue, voice_songs
+
+ARTISTS = {  # artist: (genre, stored probability of a female voice; None: no gender stored)
+    "ann": ("folk", 0.9), "bob": ("rock", 0.1), "cat": ("folk", 0.8), "dan": ("jazz", 0.2), "eve": ("rock", None),
+}
+
+
+@pytest.fixture(scope="module")
+def recommender(tmp_path_factory: pytest.TempPathFactory) -> Recommender:
+    songs = voice_songs(artists=ARTISTS, songs_per_artist=6)
+    # ann/song5 is the same recording as ann/song0 in another format: same fingerprint, nearly the same voice.
+    songs[5] = replace(songs[5], timbre=songs[0].timbre + 0.01, fingerprint=songs[0].fingerprint * 1.01)
+    return Recommender(make_catalogue(tmp_path_factory.mktemp("service"), songs))
+
+
+def artist_of(path: str) -> str:
+    return path.split("/")[0]
+
+
+def test_same_voice_first_with_reasons_and_no_near_duplicate(recommender: Recommender) -> None:
+    results = recommender.recommend([recommender.track_query("ann/song0.wav")], k=4, diversity=Diversity(per_artist=None))
+    paths = [r.path for r in results]
+    assert "ann/song0.wav" not in paths and "ann/song5.wav" not in paths  # itself, and its other encoding
+    assert {artist_of(p) for p in paths} == {"ann"}
+    first = results[0]
+    assert first.melody_similarity is None and "timbre" in first.reason and "voice" in first.tags[0]
+    assert "same genre: folk" in first.tags and "same gender: female" in first.tags
+
+
+def test_per_artist_cap_and_mmr(recommender: Recommender) -> None:
+    query = [recommender.track_query("ann/song0.wav")]
+    capped = recommender.recommend(query, k=6, diversity=Diversity(per_artist=2))
+    counts = {a: [artist_of(r.path) for r in capped].count(a) for a in ARTISTS}
+    assert max(counts.values()) <= 2 and len(capped) == 6
+    plain = recommender.recommend(query, k=5, diversity=Diversity(per_artist=None))
+    varied = recommender.recommend(query, k=5, diversity=Diversity(mmr_lambda=0.3, per_artist=None))
+    assert len({artist_of(r.path) for r in varied}) > len({artist_of(r.path) for r in plain})
+
+
+def test_filters(recommender: Recommender) -> None:
+    query = [recommender.track_query("ann/song0.wav")]
+    no_ann = recommender.recommend(query, k=10, filters=Filters(exclude_query_artists=True))
+    assert no_ann and "ann" not in {artist_of(r.path) for r in no_ann}
+    others = recommender.recommend(query, k=10, filters=Filters(exclude_artists=frozenset({"CAT"})))
+    assert "cat" not in {artist_of(r.path) for r in others}
+    heard = frozenset({"ann/song1.wav", "ann/song2.wav"})
+    assert not heard & {r.path for r in recommender.recommend(query, k=10, filters=Filters(heard=heard))}
+    rock = recommender.recommend(query, k=10, filters=Filters(genres=frozenset({"Rock"})))
+    assert rock and {r.genre for r in rock} == {"rock"}
+    # Gender: male voices only; eve has no stored gender and is kept, never guessed.
+    male = recommender.recommend(query, k=30, filters=Filters(gender="male"), diversity=Diversity(per_artist=None))
+    assert {artist_of(r.path) for r in male} == {"bob", "dan", "eve"}
+    assert {r.gender for r in male} == {"male", None}
+    with pytest.raises(NextvoxError, match="gender"):
+        recommender.recommend(query, filters=Filters(gender="robot"))
+
+
+def test_history_weights_pull_towards_the_heavier_voice(recommender: Recommender) -> None:
+    def top_artist(weight_ann: float, weight_bob: float) -> str:
+        history = [recommender.track_query("ann/song0.wav", weight=weight_ann), recommender.track_query("bob/song0.wav", weight=weight_bob)]
+        return artist_of(recommender.recommend(history, k=1, diversity=Diversity(per_artist=None))[0].path)
+
+    assert top_artist(10.0, 1.0) == "ann" and top_artist(1.0, 10.0) == "bob"
+
+
+def test_bad_arguments_are_nextvox_errors(recommender: Recommender) -> None:
+    query = [recommender.track_query("ann/song0.wav")]
+    for kwargs in ({"k": 0}, {"w_timbre": 0.0, "w_melody": 0.0}, {"diversity": Diversity(mmr_lambda=2.0)},
+                   {"diversity": Diversity(per_artist=0)}):
+        with pytest.raises(NextvoxError):
+            recommender.recommend(query, **kwargs)
+    with pytest.raises(NextvoxError, match="no such track"):
+        recommender.track_query("nobody/song.wav")
+
+
+def test_approximate_index_gives_the_exact_answers(recommender: Recommender) -> None:
+    approximate = Recommender(recommender.catalogue, exact_max_vectors=10)
+    assert approximate.timbre.kind == "ivf"
+    query = [recommender.track_query("dan/song3.wav")]
+    exact = [r.path for r in recommender.recommend(query, k=5, diversity=Diversity(per_artist=None))]
+    assert [r.path for r in approximate.recommend(query, k=5, diversity=Diversity(per_artist=None))] == exact
+
+
+def test_radio_follows_the_voice_without_back_to_back_artists(recommender: Recommender) -> None:
+    songs = radio(recommender, [recommender.track_query("ann/song0.wav")], n=20)
+    paths = [r.path for r in songs]
+    assert len(paths) == 20 and len(set(paths)) == 20 and "ann/song0.wav" not in paths
+    artists = [artist_of(p) for p in paths]
+    assert all(a != b for a, b in zip(artists, artists[1:]))
+    # It follows the voice: the seed singer's other songs (not its near-duplicate) come early, every other song.
+    assert sorted(p for p in paths[:8] if artist_of(p) == "ann") == [f"ann/song{i}.wav" for i in range(1, 5)]
+    # Only one artist left: the radio stops rather than repeat it back to back.
+    only_bob = radio(recommender, [recommender.track_query("ann/song0.wav")], n=10,
+                     filters=Filters(genres=frozenset({"rock"}), exclude_artists=frozenset({"eve"})))
+    assert len(only_bob) == 1
+    with pytest.raises(NextvoxError):
+        radio(recommender, [recommender.track_query("ann/song0.wav")], n=0)
+
+
+def test_playlist_export(recommender: Recommender, tmp_path: Path) -> None:
+    songs = radio(recommender, [recommender.track_query("bob/song0.wav")], n=3)
+    entries = playlist_entries(songs, library=recommender.catalogue.library)
+    text = to_m3u8(entries, title="bob radio")
+    lines = text.splitlines()
+    assert lines[0] == "#EXTM3U" and lines[2].startswith("#EXTINF:30,") and Path(lines[3]).is_file()
+    write_playlist(entries, tmp_path / "radio.xspf", title="bob radio")
+    tree = ElementTree.parse(tmp_path / "radio.xspf")
+    ns = {"x": "http://xspf.org/ns/0/"}
+    locations = [e.text for e in tree.findall(".//x:track/x:location", ns)]
+    assert len(locations) == 3 and all(loc.startswith("file:///") for loc in locations)
+    assert tree.find(".//x:track/x:duration", ns).text == "30000"
+    with pytest.raises(NextvoxError, match="m3u8 or .xspf"):
+        write_playlist(entries, tmp_path / "radio.txt", title="x")
+    urls = playlist_entries(songs, library=recommender.catalogue.library, base_url="http://127.0.0.1:8000/api/audio")
+    assert urls[0].location.startswith("http://127.0.0.1:8000/api/audio/bob%2F") or "/api/audio/" in urls[0].location
