@@ -53,6 +53,8 @@ def notes_for(recommender: Recommender, gender: str | None, w_melody: float) -> 
 
 def library_query(recommender: Recommender, path: str, *, weight: float = 1.0) -> Query:
     """The query of a library track; 404 when the library has no such track."""
+    if not recommender.tracks_by_hash:
+        raise NotFound("nothing in this library is analysed yet: run `nextvox analyze LIBRARY` (the server sees it at once)")
     if path not in recommender.tracks_by_path:
         raise NotFound(f"no such track in the library: {path}")
     return recommender.track_query(path, weight=weight)
