@@ -1,7 +1,7 @@
 """Vector index over the catalogue's vectors: the tracks nearest a query by cosine similarity.
 
-Below :data:`EXACT_MAX_VECTORS` vectors the search is exact: one matrix product over
-L2-normalised rows (well under a millisecond at 2·10^4 × 128). Above it, a FAISS
+Below :data:`EXACT_MAX_VECTORS` vectors the search is exact: a brute-force scan of the
+L2-normalised rows on one thread (FAISS ``knn``: about 0.4 ms at 2·10^4 × 128). Above it, a FAISS
 inverted-file index (``IndexIVFFlat``, inner product on unit vectors) answers a top-10 in
 well under a millisecond at 10^6 with recall@10 ≥ 0.99 on singer-clustered vectors
 (``bench/service.py``, ``bench/results/service.md`` say how this was measured and why
@@ -112,10 +112,13 @@ class VectorIndex:
         The vectors (normalised here).
     approximate : faiss.Index, optional
         An index whose ids are row numbers of ``matrix``; exact search when None.
+    model_versions : frozenset of str
+        Versions of the models that made the vectors.
     """
 
-    def __init__(self, keys: list[str], matrix: np.ndarray, *, approximate=None):
+    def __init__(self, keys: list[str], matrix: np.ndarray, *, approximate=None, model_versions: frozenset[str] = frozenset()):
         self.keys = keys
+        self.model_versions = model_versions
         self.matrix = normalise_rows(np.asarray(matrix, dtype=np.float32))  # (N, D)
         self.position = {key: i for i, key in enumerate(keys)}
         self.approximate = approximate
@@ -123,8 +126,8 @@ class VectorIndex:
     @classmethod
     def from_catalogue(cls, catalogue: Catalogue, name: str) -> VectorIndex:
         """An exact index of every stored vector of ``name``."""
-        keys, matrix, _ = catalogue.vectors(name)
-        return cls(keys, matrix)
+        keys, matrix, versions = catalogue.vectors(name)
+        return cls(keys, matrix, model_versions=frozenset(versions))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -151,16 +154,14 @@ class VectorIndex:
         k = min(k, len(self))
         if k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        unit = normalise_rows(np.asarray(query, dtype=np.float32))
-        if self.approximate is None:
-            similarity = self.matrix @ unit
-            rows = np.argpartition(-similarity, k - 1)[:k] if k < len(self) else np.arange(len(self))
-            rows = rows[np.argsort(-similarity[rows], kind="stable")]
-            return rows.astype(np.int64), similarity[rows]
         import faiss
 
-        faiss.omp_set_num_threads(1)  # one query: more threads only contend (MACHINE-NOTES)
-        similarity, rows = self.approximate.search(unit[None, :], k)  # (1, k) each
+        faiss.omp_set_num_threads(1)  # one query: more threads only contend (numpy's BLAS on 2 threads was 15x slower)
+        unit = normalise_rows(np.asarray(query, dtype=np.float32))[None, :]  # (1, D)
+        if self.approximate is None:
+            similarity, rows = faiss.knn(unit, self.matrix, k, metric=faiss.METRIC_INNER_PRODUCT)  # (1, k) each
+        else:
+            similarity, rows = self.approximate.search(unit, k)  # (1, k) each
         found = rows[0] >= 0  # -1 where the visited cells held fewer than k vectors
         return rows[0][found], similarity[0][found]
 
@@ -216,8 +217,9 @@ def open_index(catalogue: Catalogue, name: str, *, exact_max_vectors: int = EXAC
         Largest library searched exactly.
     """
     hashes, matrix, versions = catalogue.vectors(name)
+    model_versions = frozenset(versions)
     if len(hashes) <= exact_max_vectors:
-        return VectorIndex(hashes, matrix)
+        return VectorIndex(hashes, matrix, model_versions=model_versions)
     row_of = {h: i for i, h in enumerate(hashes)}
     matrix = normalise_rows(matrix.astype(np.float32, copy=False))
     path = _index_path(catalogue.data_dir, name)
@@ -232,10 +234,10 @@ def open_index(catalogue: Catalogue, name: str, *, exact_max_vectors: int = EXAC
                 ann.add(np.ascontiguousarray(matrix[[row_of[h] for h in added]]))
                 keys = keys + added
                 _store(path, keys, [versions[row_of[h]] for h in keys], trained_size, ann)
-            return VectorIndex(keys, matrix[[row_of[h] for h in keys]], approximate=ann)
+            return VectorIndex(keys, matrix[[row_of[h] for h in keys]], approximate=ann, model_versions=model_versions)
     ann = build_ivf(matrix)
     _store(path, hashes, versions, len(hashes), ann)
-    return VectorIndex(hashes, matrix, approximate=ann)
+    return VectorIndex(hashes, matrix, approximate=ann, model_versions=model_versions)
 
 
 def pca_2d(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

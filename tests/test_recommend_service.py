@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from nextvox.errors import NextvoxError

@@ -14,9 +14,8 @@ router = APIRouter(tags=["health"])
 def health(service: ServiceDep, recommender: RecommenderDep) -> Health:
     with service.catalogue_lock:
         counts = service.catalogue.status_counts()
-        _, _, versions = service.catalogue.vectors("timbre") if len(recommender.timbre) else ([], None, [])
     return Health(
         status="ok", library=str(service.library), counts=counts, indexed_vectors=len(recommender.timbre),
-        index=recommender.timbre.kind, timbre_model_versions=sorted(set(versions)),
+        index=recommender.timbre.kind, timbre_model_versions=sorted(recommender.timbre.model_versions),
         has_melody=recommender.melody is not None, has_genders=recommender.has_genders,
     )
