@@ -3,6 +3,7 @@ near-duplicates, reasons, the approximate index, radio order and playlist export
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ElementTree
 from dataclasses import replace
 from pathlib import Path
@@ -128,3 +129,21 @@ def test_playlist_export(recommender: Recommender, tmp_path: Path) -> None:
         write_playlist(entries, tmp_path / "radio.txt", title="x")
     urls = playlist_entries(songs, library=recommender.catalogue.library, base_url="http://127.0.0.1:8000/api/audio")
     assert urls[0].location.startswith("http://127.0.0.1:8000/api/audio/bob%2F") or "/api/audio/" in urls[0].location
+
+
+def test_cli_radio_and_recommend_filters(recommender: Recommender, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from nextvox.cli import main
+
+    library, data = str(recommender.catalogue.library), str(recommender.catalogue.data_dir)
+    out = tmp_path / "radio.m3u8"
+    assert main(["radio", library, "ann/song0.wav", "-n", "5", "--out", str(out), "--data-dir", data]) == 0
+    assert out.read_text().startswith("#EXTM3U") and out.read_text().count("#EXTINF") == 5
+    heard = tmp_path / "heard.m3u8"
+    heard.write_text("#EXTM3U\nann/song1.wav\n" + str(recommender.catalogue.library / "ann/song2.wav") + "\n")
+    capsys.readouterr()
+    assert main(["recommend", library, "ann/song0.wav", "--heard", str(heard), "--per-artist", "0", "--genre", "folk",
+                 "--json", "--data-dir", data]) == 0
+    paths = [r["path"] for r in json.loads(capsys.readouterr().out)["results"]]
+    assert paths and not {"ann/song1.wav", "ann/song2.wav"} & set(paths) and {artist_of(p) for p in paths} <= {"ann", "cat"}
+    assert main(["radio", library, "ann/song0.wav", "--out", str(tmp_path / "radio.txt"), "--data-dir", data]) == 2
+    assert main(["recommend", library, "ann/song0.wav", "ann/song1.wav", "--weights", "1", "--data-dir", data]) == 2
