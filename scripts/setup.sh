@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Set up nextvox on a fresh Debian 12 machine, as root: the Debian packages it needs and a
 # virtual environment in .venv/ at the repository root with the project installed in it.
+# `--test` adds what the test suite needs (Debian's chromium for the web page's tests).
 # Safe to run again: what is already there is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for_tests=false
+[ "${1:-}" = "--test" ] && for_tests=true
 
 # Speech voices (real recorded speakers) the demo library sings with, the MIDI synthesizer and
 # its General MIDI soundfont for the accompaniment, and codecs for the library's formats.
@@ -11,6 +14,7 @@ DEBIAN_PACKAGES=(
   festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-ca-ona-hts festvox-ru
   flite espeak-ng fluidsynth fluid-soundfont-gm ffmpeg sox libsndfile1 gcc
 )
+$for_tests && DEBIAN_PACKAGES+=(chromium)
 PYTHON=${PYTHON:-python3}
 # A bare Debian python3 lacks venv and the headers that webrtcvad (resemblyzer) compiles against.
 if ! "$PYTHON" -c "import ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')" 2>/dev/null; then
@@ -33,7 +37,9 @@ fi
 # torch first and pinned: anything that asks for a looser torch would pull a CUDA build.
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[test]"
+extras=""
+$for_tests && extras="[test]"
+.venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".$extras"
 if .venv/bin/python -m pip list 2>/dev/null | grep -qiE '^(torchaudio|nvidia-)'; then
   echo "setup: a CUDA or torchaudio package was installed; remove it (see scripts/constraints.txt)" >&2
   exit 1
