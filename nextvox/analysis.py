@@ -25,6 +25,7 @@ from nextvox.catalogue import Catalogue, ScanReport, resolve_library, scan_libra
 from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint, mfcc_statistics
+from nextvox.gender import active_head, predict_library_genders
 from nextvox.separation import DEFAULT_SEPARATOR, separate
 
 __all__ = [
@@ -76,6 +77,8 @@ class AnalyzeReport:
     wall_s: float = 0.0
     seconds_per_stage: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in (*STAGES, "write")})
     counts: dict[str, int] = field(default_factory=dict)
+    # Why some or all tracks have no predicted gender (no head, or a head of another timbre model).
+    gender_note: str | None = None
 
 
 def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, tuple[str, np.ndarray]]:
@@ -208,6 +211,7 @@ def analyze_library(
             if track.status == "pending" or stale or (retry_failed and track.status == "failed" and track.content_hash):
                 todo.setdefault(track.content_hash, track.path)
         _run_pool(catalogue, todo, jobs=jobs, settings=settings, report=report, on_track=on_track)
+        report.gender_note = predict_library_genders(catalogue, active_head(data_dir)).note
         report.counts = catalogue.status_counts()
     finally:
         catalogue.close()

@@ -334,6 +334,24 @@ class Catalogue:
             )
             db.execute("UPDATE tracks SET status = 'analyzed', error = NULL WHERE content_hash = ?", (content_hash,))
 
+    def store_vectors(self, name: str, vectors: dict[str, tuple[str, np.ndarray]]) -> None:
+        """Add or replace one named vector of analysed contents, atomically.
+
+        For stages that run on stored vectors after the analysis (the gender head):
+        ``vectors`` maps a content hash to (model version, vector of shape (D,)). Contents
+        without an analysis are skipped (a vector always belongs to an analysis).
+        """
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO vectors SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM analyses WHERE content_hash = ?)",
+                [(h, name, version, np.asarray(v, dtype=np.float32).tobytes(), h) for h, (version, v) in vectors.items()],
+            )
+
+    def delete_vectors(self, name: str, content_hashes: Iterable[str]) -> None:
+        """Remove one named vector of the given contents (e.g. a prediction that no longer applies)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM vectors WHERE content_hash = ? AND name = ?", [(h, name) for h in content_hashes])
+
     def record_failure(self, *, error: str, content_hash: str | None = None, path: str | None = None) -> None:
         """Mark the tracks of one content (or one path) failed, with the reason."""
         with self.transaction() as db:

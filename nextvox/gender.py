@@ -1,0 +1,636 @@
+"""The gender head: a small classifier on the timbre vector, its labels and its predictions.
+
+The head is a logistic regression over standardised timbre vectors (class-balanced, so a
+library with more men than women does not tilt it). It is stored as plain JSON — the
+scaler's mean and scale, the coefficients and the intercept, and the version of the timbre
+model whose vectors it was trained on — never as a pickle: a head file can be read, diffed
+and loaded by any program.
+
+Which head is used
+    ``DATA_DIR/gender_head.json`` when present (``nextvox train gender LIBRARY --use``
+    puts it there), else the head shipped in the package (:data:`SHIPPED_HEAD`), else none.
+Where predictions go
+    After each ``analyze`` the head predicts every track whose timbre vector was made by the
+    model it was trained on, and the catalogue stores a vector named :data:`GENDER_VECTOR`
+    (shape (1,): the probability that the voice is female) whose model version is the
+    head's :attr:`GenderHead.version`. A track embedded by another timbre model gets no
+    prediction: a head never reads vectors of a model it does not know.
+Where labels come from
+    A CSV with ``path`` (relative to the library, or absolute inside it) and ``gender``
+    (``female``/``male``; ``f``/``m``, ``woman``/``man`` accepted) columns, and optionally
+    ``singer`` (used to hold singers out in cross-validation) and ``genre``; or the files'
+    own tags: a ``GENDER`` field (Vorbis comment in FLAC/Ogg/Opus, ``TXXX:GENDER`` in ID3
+    for MP3/WAV, ``----:com.apple.iTunes:GENDER`` in MP4), see :func:`read_gender_tag`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nextvox.catalogue import Catalogue
+from nextvox.errors import NextvoxError
+
+__all__ = [
+    "GENDERS",
+    "GENDER_VECTOR",
+    "HEAD_FORMAT",
+    "SHIPPED_HEAD",
+    "ACTIVE_HEAD_NAME",
+    "GenderHead",
+    "GenderPredictions",
+    "train_gender_head",
+    "GenderTraining",
+    "train_library_head",
+    "use_head",
+    "gender_status",
+    "head_scores",
+    "shipped_head",
+    "active_head",
+    "active_head_path",
+    "predict_library_genders",
+    "library_genders",
+    "normalise_gender",
+    "read_track_labels",
+    "read_gender_tag",
+]
+
+GENDERS = ("female", "male")
+#: The catalogue vector holding a track's predicted probability of a female voice, shape (1,).
+GENDER_VECTOR = "gender"
+HEAD_FORMAT = "nextvox-gender-head-1"
+SHIPPED_HEAD = Path(__file__).resolve().parent / "weights" / "gender_head.json"
+ACTIVE_HEAD_NAME = "gender_head.json"  # under the data directory: the user's own head
+# Inverse regularisation strength of the logistic regression: scikit-learn's default. The
+# vectors are standardised first, so one value suits any timbre model.
+REGULARISATION_C = 1.0
+_SYNONYMS = {"female": "female", "f": "female", "woman": "female", "male": "male", "m": "male", "man": "male"}
+
+
+def normalise_gender(raw: str) -> str | None:
+    """``female`` or ``male`` from a label as people write it; None when it is neither.
+
+    >>> normalise_gender(" F "), normalise_gender("Male"), normalise_gender("choir")
+    ('female', 'male', None)
+    """
+    return _SYNONYMS.get(raw.strip().lower())
+
+
+@dataclass(frozen=True)
+class GenderHead:
+    """A trained gender head: standardise, then a logistic regression giving P(female).
+
+    Attributes
+    ----------
+    mean, scale : np.ndarray, shape (D,), float64
+        The standardisation of the timbre vectors (``(x - mean) / scale``).
+    coef : np.ndarray, shape (D,), float64
+        Weights of the standardised vector in the log-odds of a female voice.
+    intercept : float
+        Log-odds of a female voice at the mean vector.
+    timbre_model_version : str
+        The model version of the timbre vectors the head was trained on; it reads no others.
+    trained_on : dict
+        What it was trained on (tracks, singers, cross-validated accuracy, a note): shown,
+        never used in prediction.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    timbre_model_version: str
+    trained_on: dict = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        """Length D of the timbre vectors the head reads."""
+        return int(self.coef.shape[0])
+
+    @property
+    def version(self) -> str:
+        """``gender-lr-`` and 10 hex digits of a hash of the parameters and the timbre version."""
+        digest = hashlib.blake2b(digest_size=5)
+        for array in (self.mean, self.scale, self.coef):
+            digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+        digest.update(repr(float(self.intercept)).encode())
+        digest.update(self.timbre_model_version.encode())
+        return f"gender-lr-{digest.hexdigest()}"
+
+    def p_female(self, vectors: np.ndarray) -> np.ndarray:
+        """Probability that each voice is female.
+
+        Parameters
+        ----------
+        vectors : np.ndarray, shape (N, D)
+            Timbre vectors of the model :attr:`timbre_model_version`.
+
+        Returns
+        -------
+        np.ndarray, shape (N,), float64, in [0, 1]
+
+        Raises
+        ------
+        NextvoxError
+            When the vectors are not (N, D).
+        """
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise NextvoxError(f"the gender head reads timbre vectors of length {self.dim}; got shape {vectors.shape}")
+        logits = ((np.nan_to_num(vectors) - self.mean) / self.scale) @ self.coef + self.intercept  # (N,)
+        return 0.5 * (1.0 + np.tanh(0.5 * logits))  # the logistic function, without overflow
+
+    def predict(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gender and probability of a female voice for each vector.
+
+        Parameters
+        ----------
+        vectors : np.ndarray, shape (N, D)
+
+        Returns
+        -------
+        labels : np.ndarray of str, shape (N,)
+            ``female`` where the probability is at least 0.5, else ``male``.
+        p_female : np.ndarray, shape (N,), float64
+        """
+        p_female = self.p_female(vectors)
+        return np.where(p_female >= 0.5, GENDERS[0], GENDERS[1]), p_female
+
+    # ---- storage ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (floats written in full: loading it gives the same head exactly)."""
+        return {
+            "format": HEAD_FORMAT,
+            "version": self.version,
+            "timbre_model_version": self.timbre_model_version,
+            "dim": self.dim,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": float(self.intercept),
+            "trained_on": self.trained_on,
+        }
+
+    def save(self, path: Path) -> Path:
+        """Write the head as JSON (through a temporary file: never a half-written head)."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            partial.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+            partial.replace(path)
+        except OSError as error:
+            raise NextvoxError(f"cannot write the gender head {path}: {error.strerror}") from None
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> GenderHead:
+        """Read a head written by :meth:`save`.
+
+        Raises
+        ------
+        NextvoxError
+            When the file is missing or is not a gender head.
+        """
+        path = Path(path)
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise NextvoxError(f"gender head not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise NextvoxError(f"cannot read the gender head {path}: {error}") from None
+        if not isinstance(stored, dict) or stored.get("format") != HEAD_FORMAT:
+            raise NextvoxError(f"{path} is not a nextvox gender head (expected format {HEAD_FORMAT})")
+        try:
+            head = cls(
+                mean=np.asarray(stored["mean"], dtype=np.float64),
+                scale=np.asarray(stored["scale"], dtype=np.float64),
+                coef=np.asarray(stored["coef"], dtype=np.float64),
+                intercept=float(stored["intercept"]),
+                timbre_model_version=str(stored["timbre_model_version"]),
+                trained_on=dict(stored.get("trained_on") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise NextvoxError(f"{path} is a damaged gender head ({type(error).__name__}: {error})") from None
+        if not (head.mean.shape == head.scale.shape == head.coef.shape) or head.coef.ndim != 1 or np.any(head.scale <= 0):
+            raise NextvoxError(f"{path} is a damaged gender head (inconsistent parameter shapes)")
+        return head
+
+
+def train_gender_head(
+    vectors: np.ndarray, genders: np.ndarray, *, timbre_model_version: str, trained_on: dict | None = None
+) -> GenderHead:
+    """Fit the gender head on labelled timbre vectors.
+
+    Parameters
+    ----------
+    vectors : np.ndarray, shape (N, D)
+        Timbre vectors, all of the model ``timbre_model_version``.
+    genders : np.ndarray of str, shape (N,)
+        ``female`` or ``male`` for every vector.
+    timbre_model_version : str
+        Stored with the head, which then refuses vectors of any other model.
+    trained_on : dict, optional
+        Notes kept in the head file (what data, what accuracy).
+
+    Returns
+    -------
+    GenderHead
+
+    Raises
+    ------
+    NextvoxError
+        With a label other than female/male, or without tracks of both genders.
+
+    Examples
+    --------
+    >>> x = np.array([[0.0, 1.0], [0.2, 0.9], [1.0, 0.0], [0.9, 0.1]])
+    >>> head = train_gender_head(x, np.array(["female", "female", "male", "male"]), timbre_model_version="toy")
+    >>> head.predict(np.array([[0.1, 1.0], [1.0, 0.2]]))[0].tolist()
+    ['female', 'male']
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    vectors = np.nan_to_num(np.asarray(vectors, dtype=np.float64))
+    genders = np.asarray(genders)
+    if vectors.ndim != 2 or len(vectors) != len(genders):
+        raise NextvoxError(f"gender head: {len(genders)} labels for vectors of shape {vectors.shape}")
+    unknown = sorted(set(genders.tolist()) - set(GENDERS))
+    if unknown:
+        raise NextvoxError(f"gender labels must be female or male, not {', '.join(map(repr, unknown))}")
+    counts = {g: int(np.sum(genders == g)) for g in GENDERS}
+    if min(counts.values()) == 0:
+        raise NextvoxError(f"a gender head needs labelled tracks of both genders (have {counts['female']} female, {counts['male']} male)")
+    scaler = StandardScaler().fit(vectors)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)  # a constant dimension carries no information
+    model = LogisticRegression(C=REGULARISATION_C, max_iter=2000, class_weight="balanced")
+    model.fit((vectors - scaler.mean_) / scale, genders == GENDERS[0])  # positive class: female
+    return GenderHead(
+        mean=scaler.mean_.astype(np.float64),
+        scale=scale.astype(np.float64),
+        coef=model.coef_[0].astype(np.float64),
+        intercept=float(model.intercept_[0]),
+        timbre_model_version=timbre_model_version,
+        trained_on={"n_tracks": len(genders), **counts, **(trained_on or {})},
+    )
+
+
+# ---- the active head and the catalogue's predictions ----------------------------------------
+
+def active_head_path(data_dir: Path) -> Path | None:
+    """The head ``analyze`` uses for a data directory: its own, else the shipped one, else None."""
+    own = Path(data_dir) / ACTIVE_HEAD_NAME
+    if own.is_file():
+        return own
+    return SHIPPED_HEAD if SHIPPED_HEAD.is_file() else None
+
+
+def shipped_head() -> GenderHead | None:
+    """The head shipped in the package (:data:`SHIPPED_HEAD`), or None when this nextvox ships none."""
+    return GenderHead.load(SHIPPED_HEAD) if SHIPPED_HEAD.is_file() else None
+
+
+def active_head(data_dir: Path) -> GenderHead | None:
+    """The head at :func:`active_head_path`, loaded; None when there is none."""
+    path = active_head_path(data_dir)
+    return None if path is None else GenderHead.load(path)
+
+
+_NO_HEAD = "no gender head: train one with `nextvox train gender LIBRARY --labels CSV --use`"
+
+
+@dataclass(frozen=True)
+class GenderPredictions:
+    """What :func:`predict_library_genders` did.
+
+    Attributes
+    ----------
+    head_version : str or None
+        None when there is no head.
+    predicted : int
+        Tracks (distinct contents) that now have a prediction by this head.
+    mismatched : int
+        Tracks whose timbre vector another timbre model made: left without a prediction.
+    note : str or None
+        Why some or all tracks have no gender, for ``status`` and ``evaluate``.
+    """
+
+    head_version: str | None
+    predicted: int
+    mismatched: int
+    note: str | None
+
+
+def _readable(head: GenderHead, versions: list[str], dim: int) -> np.ndarray:
+    """Which stored timbre vectors (their model versions, their length) the head may read. Shape (N,), bool."""
+    return np.array([v == head.timbre_model_version and dim == head.dim for v in versions], dtype=bool)
+
+
+def _mismatch_note(head: GenderHead, versions: list[str], readable: np.ndarray) -> str | None:
+    if readable.all():
+        return None
+    other = sorted({versions[i] for i in np.flatnonzero(~readable)})
+    return (f"{int((~readable).sum())} tracks have no gender: their timbre vectors come from {', '.join(other)}, but the "
+            f"gender head was trained on {head.timbre_model_version}; retrain it with `nextvox train gender`")
+
+
+def gender_status(catalogue: Catalogue, head: GenderHead | None) -> GenderPredictions:
+    """What :func:`predict_library_genders` would leave, read only (for ``status``)."""
+    if head is None:
+        return GenderPredictions(None, 0, 0, _NO_HEAD)
+    hashes, vectors, versions = catalogue.vectors("timbre")
+    readable = _readable(head, versions, vectors.shape[1])
+    stored = dict(zip(*catalogue.vectors(GENDER_VECTOR)[::2]))
+    predicted = sum(stored.get(h) == head.version for h in hashes)
+    return GenderPredictions(head.version, int(predicted), int((~readable).sum()), _mismatch_note(head, versions, readable))
+
+
+def predict_library_genders(catalogue: Catalogue, head: GenderHead | None) -> GenderPredictions:
+    """Store the head's prediction for every analysed content whose timbre model it knows.
+
+    Only missing or outdated predictions are computed (a prediction made by another head
+    is replaced); predictions for vectors of another timbre model are removed, never
+    guessed.
+
+    Parameters
+    ----------
+    catalogue : Catalogue
+    head : GenderHead or None
+        None removes nothing and predicts nothing.
+    """
+    if head is None:
+        return GenderPredictions(None, 0, 0, _NO_HEAD)
+    hashes, vectors, versions = catalogue.vectors("timbre")
+    stored = dict(zip(*catalogue.vectors(GENDER_VECTOR)[::2]))  # content hash -> model version
+    readable = _readable(head, versions, vectors.shape[1])
+    todo = [i for i in np.flatnonzero(readable) if stored.get(hashes[i]) != head.version]
+    if todo:
+        p_female = head.p_female(vectors[todo])
+        catalogue.store_vectors(GENDER_VECTOR, {hashes[i]: (head.version, np.array([p], dtype=np.float32)) for i, p in zip(todo, p_female)})
+    stale = [hashes[i] for i in np.flatnonzero(~readable) if hashes[i] in stored]
+    if stale:
+        catalogue.delete_vectors(GENDER_VECTOR, stale)
+    return GenderPredictions(head.version, int(readable.sum()), int((~readable).sum()), _mismatch_note(head, versions, readable))
+
+
+def library_genders(catalogue: Catalogue) -> dict[str, tuple[str, float]]:
+    """Stored predictions by content hash: (``female``|``male``, probability of female).
+
+    The recommender's gender filter and the plots read the same vector
+    (:data:`GENDER_VECTOR`); a track absent here has no prediction.
+    """
+    hashes, probabilities, _ = catalogue.vectors(GENDER_VECTOR)
+    return {h: (GENDERS[0] if p[0] >= 0.5 else GENDERS[1], float(p[0])) for h, p in zip(hashes, probabilities)}
+
+
+# ---- labels ------------------------------------------------------------------------------
+
+def read_track_labels(labels_csv: Path, *, library: Path, required: tuple[str, ...] = ("path",)) -> dict[str, dict[str, str]]:
+    """Every row of a labels CSV, by library-relative path, with lower-cased column names.
+
+    ``gender`` values are normalised (:func:`normalise_gender`); empty cells are left out
+    of a row's dict.
+
+    Parameters
+    ----------
+    labels_csv : Path
+    library : Path
+        Absolute library folder.
+    required : tuple of str
+        Columns the header must have (``path`` always).
+
+    Raises
+    ------
+    NextvoxError
+        Naming the file and line: missing file, missing column, a bad gender, a path
+        outside the library or listed twice.
+    """
+    from nextvox.evaluation import _library_relative  # the path rule of evaluate's labels
+
+    labels_csv = Path(labels_csv)
+    if not labels_csv.is_file():
+        raise NextvoxError(f"labels file not found: {labels_csv}")
+    try:
+        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise NextvoxError(f"{labels_csv}: not a UTF-8 text file") from None
+    except csv.Error as error:
+        raise NextvoxError(f"{labels_csv}: not a readable CSV file ({error})") from None
+    except OSError as error:
+        raise NextvoxError(f"cannot read the labels file {labels_csv}: {error.strerror}") from None
+    header = [name.strip().lower() for name in rows[0]] if rows else []
+    missing = [name for name in ("path", *required) if name not in header]
+    if missing:
+        raise NextvoxError(f"{labels_csv}: no {' or '.join(sorted(set(map(repr, missing))))} column in the header (found: {', '.join(header) or 'nothing'})")
+    labels: dict[str, dict[str, str]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{labels_csv}: line {line}"
+        if len(row) != len(header):
+            raise NextvoxError(f"{where}: {len(row)} fields, but the header has {len(header)}")
+        fields = {name: cell.strip() for name, cell in zip(header, row) if cell.strip()}
+        if "gender" in fields:
+            gender = normalise_gender(fields["gender"])
+            if gender is None:
+                raise NextvoxError(f"{where}: gender {fields['gender']!r} is not female or male (or empty)")
+            fields["gender"] = gender
+        path = _library_relative(fields.get("path", ""), library=library, where=where)
+        if path in labels:
+            raise NextvoxError(f"{where}: {path} is listed twice")
+        labels[path] = fields | {"path": path}
+    return labels
+
+
+_GENDER_TAG_KEYS = ("GENDER", "gender", "TXXX:GENDER", "TXXX:gender", "----:com.apple.iTunes:GENDER")
+
+
+def read_gender_tag(path: Path) -> str | None:
+    """The gender a file's tags give its voice, or None.
+
+    Read from a ``GENDER`` field: a Vorbis comment (FLAC, Ogg, Opus), an ID3 ``TXXX``
+    frame with description ``GENDER`` (MP3, WAV) or an MP4 freeform atom
+    ``----:com.apple.iTunes:GENDER`` (M4A). Values as in :func:`normalise_gender`.
+    """
+    import mutagen
+
+    try:
+        audio = mutagen.File(str(path))
+    except Exception:  # mutagen raises many private types on damaged headers; tags are optional
+        return None
+    tags = getattr(audio, "tags", None)
+    if tags is None:
+        return None
+    for key in _GENDER_TAG_KEYS:
+        try:
+            values = tags.get(key) if hasattr(tags, "get") else None
+        except (KeyError, ValueError, TypeError):
+            values = None
+        values = getattr(values, "text", values)  # an ID3 frame holds its strings in .text
+        if values:
+            value = values[0] if isinstance(values, list) else values
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
+            gender = normalise_gender(value)
+            if gender is not None:
+                return gender
+    return None
+
+
+
+# ---- training on a library -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GenderTraining:
+    """The outcome of :func:`train_library_head`.
+
+    Attributes
+    ----------
+    head : GenderHead
+        Trained on every labelled track.
+    accuracy, balanced_accuracy : float or None
+        Cross-validated on singers held out (leave one singer out); None with fewer than
+        two singers (see ``note``).
+    n_tracks, n_singers : int
+        Labelled, analysed tracks and their singers.
+    n_unlabelled : int
+        Analysed tracks without a gender label (not used).
+    label_source : str
+        The CSV's path, or ``tags``.
+    note : str or None
+    """
+
+    head: GenderHead
+    accuracy: float | None
+    balanced_accuracy: float | None
+    n_tracks: int
+    n_singers: int
+    n_unlabelled: int
+    label_source: str
+    note: str | None = None
+
+
+def train_library_head(
+    library: Path, *, data_dir: Path, labels_csv: Path | None = None, jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> GenderTraining:  # fmt: skip
+    """Analyse a library as needed, then train a gender head on its labelled timbre vectors.
+
+    Labels come from ``labels_csv`` (``path`` and ``gender`` columns; ``singer`` optional)
+    or, without it, from each file's ``GENDER`` tag (:func:`read_gender_tag`). Singers
+    (the CSV's ``singer``, else the artist tag, else each track alone) are held out one at a
+    time to measure accuracy on voices the head never saw; the head returned is then
+    trained on every labelled track.
+
+    Parameters
+    ----------
+    library, data_dir : Path
+    labels_csv : Path, optional
+    jobs : int, optional
+        Worker processes of the analysis.
+    progress : callable(done, total), optional
+        Called as tracks are analysed.
+
+    Raises
+    ------
+    NextvoxError
+        Bad labels, too few labelled tracks, or timbre vectors of mixed models.
+    """
+    from nextvox.analysis import analyze_library
+    from nextvox.catalogue import resolve_library
+    from nextvox.evaluation import gender_cross_validation
+
+    library = resolve_library(library)
+    analyze_library(library, data_dir=data_dir, jobs=jobs, on_track=(lambda d, t, _s: progress(d, t)) if progress else None)
+    with Catalogue(data_dir, library=library) as catalogue:
+        tracks = catalogue.tracks(status="analyzed")
+        hashes, matrix, versions = catalogue.vectors("timbre")
+    row_of = {h: i for i, h in enumerate(hashes)}
+    if labels_csv is not None:
+        labels = read_track_labels(labels_csv, library=library, required=("gender",))
+        label_source = str(labels_csv)
+    else:
+        labels = {t.path: {"gender": g} for t in tracks if (g := read_gender_tag(library / t.path))}
+        label_source = "tags"
+    labelled = [t for t in tracks if labels.get(t.path, {}).get("gender") and t.content_hash in row_of]
+    if len(labelled) < 2:
+        where = f"in {labels_csv}" if labels_csv is not None else "in the files' GENDER tags"
+        raise NextvoxError(f"only {len(labelled)} analysed tracks have a gender {where}; a gender head needs tracks of both genders")
+    rows = [row_of[t.content_hash] for t in labelled]
+    used_versions = sorted({versions[i] for i in rows})
+    if len(used_versions) > 1:
+        raise NextvoxError(f"the labelled tracks hold timbre vectors of several models ({', '.join(used_versions)}): run `nextvox analyze` again")
+    vectors = matrix[rows]
+    genders = np.array([labels[t.path]["gender"] for t in labelled])
+    singers = np.array([labels[t.path].get("singer") or t.artist or f"track:{t.path}" for t in labelled])
+    n_singers = len(np.unique(singers))
+    accuracy = balanced = None
+    note = None
+    try:
+        scores = gender_cross_validation(vectors, genders=genders, singers=singers)
+        accuracy, balanced = scores["accuracy"], scores["balanced_accuracy"]
+    except ValueError as error:
+        note = f"accuracy not measured: {error}"
+    head = train_gender_head(vectors, genders, timbre_model_version=used_versions[0], trained_on={
+        "labels": label_source, "n_singers": n_singers,
+        "leave_one_singer_out_accuracy": accuracy, "balanced_accuracy": balanced,
+    })  # fmt: skip
+    return GenderTraining(head, accuracy, balanced, len(labelled), n_singers, len(tracks) - len(labelled), label_source, note)
+
+
+def use_head(head: GenderHead, *, library: Path, data_dir: Path) -> GenderPredictions:
+    """Make ``head`` the data directory's active head and predict the catalogue's tracks with it."""
+    head.save(Path(data_dir) / ACTIVE_HEAD_NAME)
+    with Catalogue(data_dir, library=library) as catalogue:
+        return predict_library_genders(catalogue, head)
+
+
+def head_scores(head: GenderHead | None, vectors: np.ndarray | None, *, timbre_model_version: str | None,
+                genders: np.ndarray) -> dict:  # fmt: skip
+    """Accuracy of a head as is (no retraining) on labelled timbre vectors, for ``evaluate``.
+
+    Parameters
+    ----------
+    head : GenderHead or None
+    vectors : np.ndarray, shape (N, D), or None
+        Timbre vectors of the evaluated tracks (None when they are missing).
+    timbre_model_version : str or None
+        The model that made ``vectors``; a head trained on another model is not measured.
+    genders : np.ndarray of str, shape (N,)
+        ``female``, ``male`` or ``""`` (unlabelled: left out).
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``balanced_accuracy`` (mean of the per-gender recalls; None when not
+        measured), ``note`` and, with a head, its ``version``.
+    """
+    row: dict = {"accuracy": None, "balanced_accuracy": None}
+    genders = np.asarray(genders)
+    labelled = np.isin(genders, GENDERS)
+    if head is None:
+        return row | {"note": "no shipped gender head in this nextvox"}
+    row["version"] = head.version
+    if vectors is None or timbre_model_version is None:
+        return row | {"note": "not measured: the evaluated tracks have no timbre vectors"}
+    if timbre_model_version != head.timbre_model_version:
+        return row | {"note": f"not measured: the head reads {head.timbre_model_version} vectors, these are {timbre_model_version}"}
+    if not labelled.any():
+        return row | {"note": "not measured: no gender labels"}
+    predicted, _ = head.predict(np.asarray(vectors)[labelled])
+    right = predicted == genders[labelled]
+    present = [g for g in GENDERS if np.any(genders[labelled] == g)]
+    row["accuracy"] = float(right.mean())
+    row["balanced_accuracy"] = float(np.mean([right[genders[labelled] == g].mean() for g in present]))
+    trained = head.trained_on
+    row["note"] = (f"the shipped head as is ({head.version}, trained on {trained.get('n_tracks', '?')} tracks of "
+                   f"{trained.get('n_singers', '?')} singers)" + ("" if len(present) == 2 else f"; only {present[0]} voices labelled"))
+    return row
