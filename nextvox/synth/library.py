@@ -11,6 +11,11 @@ Layout of a library folder ``DIR``::
 The plan is a pure function of the arguments and the seed, so a re-run renders only the
 songs whose files are missing; every file is written under a temporary name and renamed,
 so an interrupted run never leaves a half file that counts as done.
+
+Held-out split: the ``train`` and ``eval`` voice sets share no singer (see
+:mod:`nextvox.synth.voices`) and no melody either: a tune belongs to the ``eval`` split when
+the CRC-32 of its id is a multiple of :data:`EVAL_MELODY_MODULUS` (about a quarter of the
+corpus), and a ``train`` library never sings it. The ``demo`` set draws from every tune.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from nextvox.synth.syllables import SYLLABLES, build_bank, load_bank
 from nextvox.synth.mbrola import build_phonemes, render_vocal_mbrola
 from nextvox.synth.voices import METHOD_MBROLA, Singer, Voice, check_dependencies, select_singers
 
-__all__ = ["SongPlan", "LABEL_COLUMNS", "FORMATS", "plan_library", "song_notes", "render_library"]
+__all__ = ["SongPlan", "EVAL_MELODY_MODULUS", "melody_split", "LABEL_COLUMNS", "FORMATS", "plan_library", "song_notes", "render_library"]
 
 FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav")
 LABEL_COLUMNS = (
@@ -52,6 +57,7 @@ TARGET_SONG_S = 22.0  # verses are repeated until a song is at least this long (
 MAX_VERSES = 3
 SHORT_SONG_S = 10.0  # songs capped below this start singing at once, without an intro bar
 MAX_MELODY_POOL = 100  # tunes shared by a big library (each sung by many singers)
+EVAL_MELODY_MODULUS = 4  # one tune in four is held out for evaluation
 VOCAL_RMS_DBFS = -20.0  # vocal level before the mix is peak-normalised
 PEAK_DBFS = -1.0
 FADE_S = 0.05
@@ -171,6 +177,31 @@ def _checked_singers(*, n_singers: int, n_songs: int, voice_set: str, max_song_s
     return select_singers(n_singers=n_singers, voice_set=voice_set)
 
 
+def melody_split(melody_id: str) -> str:
+    """``"eval"`` for a tune held out from training, else ``"train"``: a fixed rule on the id.
+
+    Examples
+    --------
+    >>> melody_split("essen-kinder0-1"), melody_split("essen-kinder0-4")
+    ('train', 'eval')
+    """
+    return "eval" if zlib.crc32(melody_id.encode()) % EVAL_MELODY_MODULUS == 0 else "train"
+
+
+def _melody_pool(*, count: int, voice_set: str, cache_dir: Path) -> list[Melody]:
+    """``count`` tunes of the voice set's melody split, in corpus order (every tune for ``demo``)."""
+    if voice_set == "demo":
+        return load_melodies(count=count, cache_dir=cache_dir)
+    # Scan enough of the corpus that the split holds ``count`` tunes; scan further if not.
+    share = 1 / EVAL_MELODY_MODULUS if voice_set == "eval" else 1 - 1 / EVAL_MELODY_MODULUS
+    scanned = int(np.ceil(count / share * 1.2)) + 8
+    while True:
+        pool = [m for m in load_melodies(count=scanned, cache_dir=cache_dir) if melody_split(m.melody_id) == voice_set]
+        if len(pool) >= count:
+            return pool[:count]
+        scanned = int(scanned * 1.5)
+
+
 def plan_library(
     *, n_singers: int, n_songs: int, seed: int, voice_set: str, max_song_s: float | None, cache_dir: Path
 ) -> list[SongPlan]:
@@ -180,12 +211,13 @@ def plan_library(
     many as there are songs, assigned so that neighbouring singers (of alternating gender)
     share tunes: every tune is sung by at least two singers where the pool allows it.
     Formats rotate over all songs and styles over each singer's songs (from a seeded
-    start), so neither follows the singer.
+    start), so neither follows the singer. ``train`` and ``eval`` libraries draw their tunes
+    from their own melody split only (:func:`melody_split`).
     """
     singers = _checked_singers(n_singers=n_singers, n_songs=n_songs, voice_set=voice_set, max_song_s=max_song_s)
     pool_size = int(min(max(n_songs, np.ceil(n_singers * n_songs / 2)), max(MAX_MELODY_POOL, n_songs)))
     rng = np.random.default_rng(seed)
-    pool = load_melodies(count=pool_size, cache_dir=cache_dir)
+    pool = _melody_pool(count=pool_size, voice_set=voice_set, cache_dir=cache_dir)
     pool = [pool[i] for i in rng.permutation(len(pool))]
     shift = max(1, n_songs // 2)
     plans = []
@@ -428,8 +460,9 @@ def render_library(
     seed : int
         Decides tunes, keys, tempi, styles, mix ratios: same seed, same library.
     voice_set : str
-        ``demo``: Debian-main voices only. ``train``: adds the installed MBROLA voices and
-        more synthetic singers.
+        ``demo``: Debian-main voices only. ``train``: the training split (Debian-main and
+        MBROLA singers, more synthetic singers, three quarters of the tunes). ``eval``: the
+        held-out split (other singers, the other quarter of the tunes).
     max_song_s : float or None
         Cap on a song's length, seconds (tests use a few seconds).
     jobs : int or None

@@ -8,8 +8,9 @@ output is tuned afterwards: WORLD re-imposes the exact note contour (with the sa
 and vibrato as the other singers) on the frames MBROLA voiced.
 
 Only the voices in :data:`PERMITTED_VOICES` are ever used; the list is an allow-list, and
-the MBROLA voices the project holds out for evaluation must never be added to it.
-MBROLA voices are licensed for non-commercial use only.
+the MBROLA voices the project holds out for evaluation must never be added to it. Of the
+permitted voices, :data:`EVAL_VOICES` form the ``eval`` voice set (never trained on); the
+rest form the ``train`` set. MBROLA voices are licensed for non-commercial use only.
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ from nextvox.synth.singing import midi_to_hz, note_cents
 from nextvox.synth.syllables import FFT_SIZE, FRAME_PERIOD_MS, FRAME_RATE_HZ, SYLLABLES, pyworld, syllable_text
 from nextvox.synth.voices import MBROLA_VOICE_ROOT, METHOD_MBROLA, Singer, Voice
 
-__all__ = ["PERMITTED_VOICES", "installed_mbrola_singers", "build_phonemes", "render_vocal_mbrola"]
+__all__ = ["PERMITTED_VOICES", "EVAL_VOICES", "installed_mbrola_singers", "build_phonemes", "render_vocal_mbrola"]
 
 PERMITTED_VOICES = (
     "af1 br1 br3 ca1 ca2 de1 de2 de3 de4 de5 de6 de7 de8 ee1 en1 es1 es2 es3 es4 fr1 fr2 fr3 fr4 fr5 fr6 fr7 "
     "gr1 gr2 hu1 ic1 id1 ir1 la1 lt1 lt2 mx1 mx2 nl1 nl2 nl3 pl1 pt1 ro1 sw1 sw2 tr1 tr2 us1 us2 us3 vz1"
 ).split()
+# The held-out singers of the quality benchmarks: both genders, six languages, chosen once
+# (4 of the 14 female and 6 of the 36 male voices that sing) and never changed, so every
+# shipped model can be compared on the same unseen voices.
+EVAL_VOICES = ("de5", "fr2", "pt1", "tr2", "de4", "es2", "fr5", "nl2", "sw1", "us3")
 LICENCE = "MBROLA licence (non-commercial use only)"
 ESPEAK_VOICE_DIRS = (Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data/voices/mb"), Path("/usr/share/espeak-ng-data/voices/mb"))
 MAX_CONSONANT_MS = 120.0  # consonants keep their spoken length up to this
@@ -64,7 +69,10 @@ def _speaks(voice_id: str) -> bool:
 
 @cache
 def installed_mbrola_singers() -> tuple[Singer, ...]:
-    """One singer per permitted MBROLA voice installed here that sings (gender from espeak-ng's voice file)."""
+    """One singer per permitted MBROLA voice installed here that sings (gender from espeak-ng's voice file).
+
+    A singer belongs to the ``eval`` voice set when its voice is in :data:`EVAL_VOICES`, else to ``train``.
+    """
     if shutil.which("mbrola") is None or shutil.which("espeak-ng") is None:
         return ()
     singers = []
@@ -79,7 +87,8 @@ def installed_mbrola_singers() -> tuple[Singer, ...]:
                       method=METHOD_MBROLA)  # fmt: skip
         low, high = (57, 76) if female else (45, 64)
         singers.append(Singer(f"mb-{voice_id}", f"MBROLA {voice_id}", "female" if female else "male",
-                              f"mbrola {voice_id}", (voice,), low, high, voice_sets=("train",)))  # fmt: skip
+                              f"mbrola {voice_id}", (voice,), low, high,
+                              voice_sets=("eval",) if voice_id in EVAL_VOICES else ("train",)))  # fmt: skip
     return tuple(singers)
 
 

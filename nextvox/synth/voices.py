@@ -8,6 +8,12 @@ envelope) and carries ``synthetic=True`` into the labels.
 The registry is an allow-list: only the voices named here are ever rendered. Voices of
 other languages that Debian or MBROLA ship are kept out on purpose and must not be added.
 
+Voice sets: ``demo`` (Debian main only: the README's demo and the tests), ``train`` (what
+the shipped models are trained on) and ``eval`` (held out from training: the singers every
+quality benchmark is measured on). ``train`` and ``eval`` share no speaker: ked, nsh and the
+espeak-ng voice en+f5 sing in ``demo`` and ``eval`` only, and the MBROLA voices of
+:data:`nextvox.synth.mbrola.EVAL_VOICES` in ``eval`` only (docs/synth.md, "Held-out split").
+
 A singer can own several engine voices of the same speaker (festival's ``kal_diphone`` and
 flite's ``kal16`` are both Kal): songs alternate between them, like recording sessions.
 """
@@ -34,7 +40,7 @@ __all__ = [
     "check_dependencies",
 ]
 
-VOICE_SETS = ("demo", "train")
+VOICE_SETS = ("demo", "train", "eval")
 
 #: The General MIDI soundfont of Debian's fluid-soundfont-gm; NEXTVOX_SOUNDFONT overrides it.
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
@@ -149,13 +155,14 @@ SINGERS: tuple[Singer, ...] = (
     Singer("ona", "Ona", "female", "ona", (FESTIVAL_ONA,), 58, 77),
     Singer("awb", "Awb", "male", "awb", (FLITE_AWB,), *_MALE),
     Singer("rms", "Rms", "male", "rms", (FLITE_RMS,), 43, 62),
-    Singer("ked", "Ked", "male", "ked", (FESTIVAL_KED,), *_MALE),
-    Singer("nsh", "Nsh", "male", "nsh", (FESTIVAL_NSH,), 43, 62),
+    Singer("ked", "Ked", "male", "ked", (FESTIVAL_KED,), *_MALE, voice_sets=("demo", "eval")),
+    Singer("nsh", "Nsh", "male", "nsh", (FESTIVAL_NSH,), 43, 62, voice_sets=("demo", "eval")),
     Singer("syn-slt-short", "Slt (short tract)", "female", "slt", (FESTIVAL_SLT, FLITE_SLT), 59, 78,
            synthetic=True, warp=1.12),
     Singer("syn-espeak-f2", "eSpeak F2", "female", "espeak-ng en+f2", (ESPEAK_F2,), *_FEMALE, synthetic=True),
     Singer("syn-ona-long", "Ona (long tract)", "female", "ona", (FESTIVAL_ONA,), 55, 74, synthetic=True, warp=0.92),
-    Singer("syn-espeak-f5", "eSpeak F5", "female", "espeak-ng en+f5", (ESPEAK_F5,), *_FEMALE, synthetic=True),
+    Singer("syn-espeak-f5", "eSpeak F5", "female", "espeak-ng en+f5", (ESPEAK_F5,), *_FEMALE, synthetic=True,
+           voice_sets=("demo", "eval")),
     Singer("syn-kal-long", "Kal (long tract)", "male", "kal", (FESTIVAL_KAL, FLITE_KAL), 43, 62,
            synthetic=True, warp=0.9, voice_sets=("train",)),
     Singer("syn-espeak-m1", "eSpeak M1", "male", "espeak-ng en+m1", (ESPEAK_M1,), *_MALE,
@@ -169,14 +176,21 @@ def soundfont_path() -> Path:
 
 
 def singers_in_set(voice_set: str) -> tuple[Singer, ...]:
-    """Singers of a voice set, in registry order (MBROLA singers appended when installed)."""
+    """Singers of a voice set, in registry order (MBROLA singers appended when installed).
+
+    Examples
+    --------
+    >>> train, held_out = singers_in_set("train"), singers_in_set("eval")
+    >>> {s.speaker for s in train} & {s.speaker for s in held_out}
+    set()
+    """
     if voice_set not in VOICE_SETS:
         raise NextvoxError(f"unknown voice set {voice_set!r}; choose one of: {', '.join(VOICE_SETS)}")
     singers = [s for s in SINGERS if voice_set in s.voice_sets]
-    if voice_set == "train":
+    if voice_set != "demo":
         from nextvox.synth.mbrola import installed_mbrola_singers
 
-        singers += installed_mbrola_singers()
+        singers += [s for s in installed_mbrola_singers() if voice_set in s.voice_sets]
     return tuple(singers)
 
 
