@@ -1,0 +1,1 @@
+"""Learned models over log-mel spectrograms: the timbre encoder (:mod:`nextvox.models.timbre`)."""
