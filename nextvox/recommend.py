@@ -29,6 +29,7 @@ from nextvox.analysis import AnalysisSettings, analyze_track
 from nextvox.audio import native_stderr_to
 from nextvox.catalogue import Catalogue, Track, content_hash
 from nextvox.errors import AudioError, NextvoxError
+from nextvox.gender import GENDER_VECTOR, GENDERS
 from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
 
 __all__ = [
@@ -52,10 +53,6 @@ DEFAULT_W_TIMBRE = 1.0
 DEFAULT_W_MELODY = 0.0  # no melody model yet: voices alone decide
 DEFAULT_PER_ARTIST = 3  # so that a top 10 is never ten songs by one singer
 NEAR_DUPLICATE_SIMILARITY = 0.9  # fingerprints this alike are one recording (see features.recording_fingerprint)
-# Where the gender stage stores its answer: a vector of this name, shape (1,), holding the
-# probability that the voice is female, versioned like every vector. Absent until that stage runs.
-GENDER_VECTOR = "gender"
-GENDERS = ("female", "male")
 PERCENTILE_SAMPLE = 4096  # library vectors against which "closer than X% of the library" is measured
 MIN_CANDIDATES = 100  # first candidate pool; grown fourfold while filters leave too few
 
