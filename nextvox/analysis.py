@@ -26,7 +26,7 @@ from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint, mfcc_statistics
 from nextvox.gender import active_head, predict_library_genders
-from nextvox.separation import DEFAULT_SEPARATOR, separate
+from nextvox.separation import DEFAULT_SEPARATOR, separate, separator_version
 
 __all__ = [
     "EXCERPT_VERSION",
@@ -49,10 +49,17 @@ class AnalysisSettings:
     """What shapes an analysis; its :attr:`version` is stored beside every result."""
 
     separator: str = DEFAULT_SEPARATOR
+    # Model file of the mask or demucs separator (None: mask's shipped weights).
+    separator_weights: Path | None = None
+
+    @property
+    def separator_version(self) -> str:
+        """The separator with a hash of its weights (``mask-1a2b3c4d``): part of the version and the mel cache key."""
+        return separator_version(self.separator, weights=self.separator_weights)
 
     @property
     def version(self) -> str:
-        return f"excerpt{EXCERPT_VERSION}/sep-{self.separator}/timbre-{TIMBRE_STANDIN_VERSION}/{FINGERPRINT_VERSION}"
+        return f"excerpt{EXCERPT_VERSION}/sep-{self.separator_version}/timbre-{TIMBRE_STANDIN_VERSION}/{FINGERPRINT_VERSION}"
 
 
 @dataclass
@@ -118,7 +125,7 @@ def analyze_track(
         t0 = time.perf_counter()
         excerpt = load_excerpt(path)
         t1 = time.perf_counter()
-        vocals = separate(excerpt.valid_samples, method=settings.separator)
+        vocals = separate(excerpt.valid_samples, method=settings.separator, weights=settings.separator_weights)
         t2 = time.perf_counter()
         spectrogram = log_mel(vocals)
         t3 = time.perf_counter()
@@ -151,7 +158,7 @@ def _worker_init(log_path: str) -> None:
 
 def _work(path: str, content_hash: str, settings: AnalysisSettings, cache_root: str | None) -> tuple[str, object]:
     """Run in a worker: ("ok", TrackAnalysis) or ("failed", reason). Never raises for bad input."""
-    cache = MelCache(Path(cache_root), separator=settings.separator, excerpt_version=EXCERPT_VERSION) if cache_root else None
+    cache = MelCache(Path(cache_root), separator=settings.separator_version, excerpt_version=EXCERPT_VERSION) if cache_root else None
     try:
         return "ok", analyze_track(Path(path), content_hash=content_hash, settings=settings, cache=cache)
     except AudioError as error:

@@ -37,7 +37,14 @@ data_dir_option = click.option(
 jobs_option = click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout and nothing else there.")
 library_argument = click.argument("library", type=click.Path(path_type=Path))
-separator_option = click.option("--separator", help="Vocal separation method.")
+separator_option = click.option(
+    "--separator", type=click.Choice(["none", "classical", "mask", "demucs"]),
+    help="Vocal separation method (default: the project's; see docs/separation.md).",
+)
+separator_weights_option = click.option(
+    "--separator-weights", type=click.Path(dir_okay=False, path_type=Path),
+    help="Model file of the mask separator (from `nextvox train separator`) or of a pretrained Demucs.",
+)
 
 
 def _data_dir(ctx: click.Context, library: Path, data_dir: Path | None) -> Path:
@@ -115,19 +122,21 @@ def demo(directory: Path, singers: int, songs: int, seed: int, voices: str, jobs
 @library_argument
 @jobs_option
 @separator_option
+@separator_weights_option
 @click.option("--retry-failed", is_flag=True, help="Try failed files again even if unchanged.")
 @json_flag
 @data_dir_option
 @click.pass_context
 def analyze(
-    ctx: click.Context, library: Path, jobs: int | None, separator: str | None, retry_failed: bool, as_json: bool,
-    data_dir: Path | None,
+    ctx: click.Context, library: Path, jobs: int | None, separator: str | None, separator_weights: Path | None,
+    retry_failed: bool, as_json: bool, data_dir: Path | None,
 ) -> None:
     """Scan the library and analyse new and changed tracks (incremental, resumable, parallel)."""
     from nextvox.analysis import AnalysisSettings, analyze_library
     from nextvox.separation import DEFAULT_SEPARATOR
 
-    settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR)
+    settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR, separator_weights=separator_weights)
+    settings.separator_version  # a missing separator or its weights: one line now, not a failure per track
     with _progress() as progress:
         scan_task = progress.add_task("scanning", total=None)
         track_task = progress.add_task("analysing", total=None, visible=False)
@@ -404,13 +413,14 @@ def serve(
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON to this file.")
 @jobs_option
 @separator_option
+@separator_weights_option
 @click.option("--model", type=click.Path(path_type=Path), help="Folder of other trained weights to evaluate.")
 @click.option("--melody-weight", type=click.FloatRange(min=0.0), help="Melody weight of the combined score.")
 @data_dir_option
 @click.pass_context
 def evaluate(
     ctx: click.Context, library: Path, labels: Path, json_out: Path | None, jobs: int | None, separator: str | None,
-    model: Path | None, melody_weight: float | None, data_dir: Path | None,
+    separator_weights: Path | None, model: Path | None, melody_weight: float | None, data_dir: Path | None,
 ) -> None:
     """Measure singer, melody and gender retrieval of every embedding, with baselines and chance levels."""
     from nextvox.evaluation import evaluate_library, format_table
@@ -420,7 +430,7 @@ def evaluate(
         task = progress.add_task("evaluating", total=None)
         result = evaluate_library(
             library, labels, data_dir=_data_dir(ctx, library, data_dir), jobs=jobs, separator=separator,
-            model_dir=model, w_timbre=DEFAULT_W_TIMBRE,
+            separator_weights=separator_weights, model_dir=model, w_timbre=DEFAULT_W_TIMBRE,
             w_melody=DEFAULT_W_MELODY if melody_weight is None else melody_weight,
             progress=lambda stage, done, total: progress.update(task, description=stage, completed=done, total=total),
         )

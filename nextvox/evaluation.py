@@ -843,6 +843,7 @@ def evaluate_library(
     data_dir: Path,
     jobs: int | None = None,
     separator: str | None = None,
+    separator_weights: Path | None = None,
     model_dir: Path | None = None,
     w_timbre: float = 1.0,
     w_melody: float = 0.0,
@@ -862,6 +863,8 @@ def evaluate_library(
         Worker processes for analysis and baselines; one per core by default.
     separator : str, optional
         Vocal separator of the analysis; the project default when None.
+    separator_weights : Path, optional
+        Model file of the ``mask`` (default: shipped) or ``demucs`` separator.
     model_dir : Path, optional
         Other trained weights to evaluate (not possible yet: raises NextvoxError).
     w_timbre, w_melody : float
@@ -891,7 +894,7 @@ def evaluate_library(
     _check_model_dir(model_dir)
     labels = read_labels(labels_csv, library=library)
     jobs = max(1, jobs or os.cpu_count() or 1)
-    settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR)
+    settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR, separator_weights=separator_weights)
 
     started = time.perf_counter()
     analyze_library(
@@ -945,7 +948,7 @@ def evaluate_library(
         n_labelled=len(labels.paths),
         n_failed=len(failed),
         failed=failed,
-        settings={"separator": settings.separator, "w_timbre": w_timbre, "w_melody": w_melody, "analysis_version": settings.version},
+        settings={"separator": settings.separator_version, "w_timbre": w_timbre, "w_melody": w_melody, "analysis_version": settings.version},
         timings_s={
             "analysis": round(analysed_at - started, 3),
             "baselines": round(baselines_at - analysed_at, 3),

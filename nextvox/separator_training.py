@@ -1,0 +1,256 @@
+"""Train the mask separator on a library that has isolated vocals (labels.csv ``vocal_path``).
+
+The project's own libraries (``nextvox demo``, :mod:`nextvox.synth`) keep every song's vocal
+exactly as it sits in the mix, so the target is known: the network learns a soft mask whose
+product with the mix's magnitude spectrum is the vocal's (L1 loss on magnitudes, as Open-Unmix).
+
+Data: random crops of the mixes; with ``remix_probability`` a crop's vocal is laid at a random
+gain over another song's accompaniment (mix minus vocal), so the network hears more pairs of
+voice and band than the library holds. Every step's randomness comes from ``(seed, step)``,
+so a resumed run draws exactly the crops an uninterrupted one would.
+
+Outputs in ``out_dir``: ``checkpoint.pt`` (resumable), ``separator.pt`` (the weights, what
+``--separator-weights`` takes and what the package ships), ``train.json``, ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from nextvox.audio import read_window
+from nextvox.constants import SAMPLE_RATE_HZ
+from nextvox.errors import NextvoxError
+from nextvox.models.separator import MaskNet, SeparatorConfig, save_weights, stft
+
+__all__ = ["SeparatorTrainConfig", "Stem", "SeparatorTrainResult", "load_stems", "train_separator"]
+
+# Lossy codecs whose decoded mix is not sample-aligned with the vocal (AAC priming): their
+# mix minus vocal still holds some voice, so they give no accompaniment to remixes.
+UNALIGNED_FORMATS = frozenset({"m4a"})
+
+
+@dataclass
+class SeparatorTrainConfig:
+    steps: int = 1200
+    batch_size: int = 16
+    crop_s: float = 4.0  # 250 frames: four times the network's receptive field
+    lr: float = 2e-3
+    min_lr: float = 1e-4  # cosine decay ends here
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    remix_probability: float = 0.5
+    remix_gain_db: float = 6.0  # a remixed vocal's gain is drawn from +-this, dB
+    checkpoint_every: int = 100  # steps
+    seed: int = 0
+    model: SeparatorConfig = field(default_factory=SeparatorConfig)
+
+
+@dataclass
+class Stem:
+    """One song: its decoded mono mix and its isolated vocal, 16 kHz float32, same length."""
+
+    name: str
+    mix: np.ndarray
+    vocal: np.ndarray
+    aligned: bool  # mix - vocal is the accompaniment
+
+
+@dataclass
+class SeparatorTrainResult:
+    out_dir: Path
+    steps: int
+    final_loss: float
+    seconds: float
+    crops_per_s: float
+    n_songs: int
+
+
+def load_stems(library: Path, *, min_s: float = 1.0) -> list[Stem]:
+    """Every song of ``library/labels.csv`` with its vocal stem, decoded to 16 kHz mono.
+
+    Raises
+    ------
+    NextvoxError
+        No labels.csv, no ``vocal_path`` column, a missing stem, or no song of ``min_s`` seconds.
+    """
+    labels = Path(library) / "labels.csv"
+    if not labels.is_file():
+        raise NextvoxError(f"no labels.csv in {library}: training the separator needs a library with vocal stems "
+                           "(make one with `nextvox demo DIR`)")  # fmt: skip
+    with labels.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "vocal_path" not in rows[0]:
+        raise NextvoxError(f"{labels} has no vocal_path column: the separator learns from isolated vocals")
+    stems = []
+    for row in rows:
+        vocal_path = Path(library) / row["vocal_path"]
+        if not vocal_path.is_file():
+            raise NextvoxError(f"vocal stem missing: {vocal_path}")
+        vocal, rate = sf.read(vocal_path, dtype="float32")
+        if rate != SAMPLE_RATE_HZ or vocal.ndim != 1:
+            raise NextvoxError(f"{vocal_path} is not 16 kHz mono")
+        mix = read_window(Path(library) / row["path"], start_s=0.0, length_s=None)
+        n = min(len(mix), len(vocal))
+        if n >= min_s * SAMPLE_RATE_HZ:
+            aligned = Path(row["path"]).suffix.lower().lstrip(".") not in UNALIGNED_FORMATS
+            stems.append(Stem(name=row["path"], mix=mix[:n], vocal=vocal[:n], aligned=aligned))
+    if not stems:
+        raise NextvoxError(f"no song of at least {min_s:g} s in {library}")
+    return stems
+
+
+def _batch(stems: list[Stem], config: SeparatorTrainConfig, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mixes (B, N), vocals (B, N)) of random crops, some remixed over another song's band."""
+    n = int(config.crop_s * SAMPLE_RATE_HZ)
+    donors = [s for s in stems if s.aligned]
+    mixes, vocals = np.zeros((config.batch_size, n), np.float32), np.zeros((config.batch_size, n), np.float32)
+    for b in range(config.batch_size):
+        stem = stems[rng.integers(len(stems))]
+        start = rng.integers(max(1, len(stem.mix) - n + 1))
+        vocal = stem.vocal[start : start + n]
+        if donors and rng.random() < config.remix_probability:
+            donor = donors[rng.integers(len(donors))]
+            d_start = rng.integers(max(1, len(donor.mix) - n + 1))
+            band = donor.mix[d_start : d_start + n] - donor.vocal[d_start : d_start + n]
+            vocal = vocal * np.float32(10 ** (rng.uniform(-config.remix_gain_db, config.remix_gain_db) / 20))
+            m = min(len(vocal), len(band))
+            vocals[b, :m], mixes[b, :m] = vocal[:m], vocal[:m] + band[:m]
+        else:
+            vocals[b, : len(vocal)], mixes[b, : len(vocal)] = vocal, stem.mix[start : start + n]
+    return torch.from_numpy(mixes), torch.from_numpy(vocals)
+
+
+def _loss(model: MaskNet, mixes: torch.Tensor, vocals: torch.Tensor) -> torch.Tensor:
+    """L1 between the masked mix magnitude and the vocal's, relative to the mix's mean magnitude."""
+    mix_magnitude = stft(mixes, model.config).abs()  # (B, F, T)
+    vocal_magnitude = stft(vocals, model.config).abs()  # (B, F, T)
+    estimate = model(mix_magnitude) * mix_magnitude
+    return (estimate - vocal_magnitude).abs().mean() / (mix_magnitude.mean() + 1e-8)
+
+
+def _lr(config: SeparatorTrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _plot_losses(losses: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.5, label="step")
+    window = max(1, len(losses) // 30)
+    if len(losses) >= window:
+        ax.plot(np.arange(window, len(losses) + 1), np.convolve(losses, np.ones(window) / window, "valid"), label=f"mean of {window}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("L1 of masked magnitude / mix magnitude")
+    ax.set_title("mask separator training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train_separator(
+    config: SeparatorTrainConfig,
+    stems: list[Stem],
+    *,
+    out_dir: Path,
+    resume: bool = False,
+    data_note: str = "",
+    progress: Callable[[int, int, float, float], None] | None = None,
+) -> SeparatorTrainResult:
+    """Train (or go on training) the mask separator; write checkpoint, weights, train.json and loss.png.
+
+    Parameters
+    ----------
+    config : SeparatorTrainConfig
+        Ignored on resume except ``steps`` (a resumed run may be extended); the checkpoint's own is used.
+    stems : list of Stem
+    out_dir : Path
+    resume : bool
+        Go on from ``out_dir/checkpoint.pt``.
+    data_note : str
+        What the stems are (stored in train.json).
+    progress : callable(step, total, loss, crops_per_s), optional
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out_dir / "checkpoint.pt"
+
+    # ---- model, optimiser, and the state to go on from --------------------------------------
+    step, losses, seconds_before = 0, [], 0.0
+    checkpoint = None
+    if resume:
+        if not checkpoint_path.is_file():
+            raise NextvoxError(f"nothing to resume: no checkpoint.pt in {out_dir}")
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        steps = config.steps
+        config = checkpoint["config"]
+        config.steps = max(steps, checkpoint["step"])
+        step, losses, seconds_before = checkpoint["step"], checkpoint["losses"], checkpoint["seconds"]
+    torch.manual_seed(config.seed)
+    model = MaskNet(config.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+
+    def save_checkpoint() -> None:
+        state = {"config": config, "model_config": asdict(config.model), "step": step, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "losses": losses, "seconds": seconds_before + time.perf_counter() - started}  # fmt: skip
+        torch.save(state, out_dir / "checkpoint.tmp")
+        (out_dir / "checkpoint.tmp").replace(checkpoint_path)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    started = time.perf_counter()
+    first_step = step
+    model.train()
+    while step < config.steps:
+        rng = np.random.default_rng([config.seed, step])
+        mixes, vocals = _batch(stems, config, rng)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(config, step)
+        loss = _loss(model, mixes, vocals)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint()
+        if progress:
+            rate = (step - first_step) * config.batch_size / (time.perf_counter() - started)
+            progress(step, config.steps, losses[-1], rate)
+
+    # ---- outputs -----------------------------------------------------------------------------
+    model.eval()
+    save_weights(model, out_dir / "separator.pt")
+    seconds = seconds_before + time.perf_counter() - started
+    final_loss = float(np.mean(losses[-50:])) if losses else float("nan")
+    crops_per_s = (step - first_step) * config.batch_size / max(1e-9, time.perf_counter() - started)
+    (out_dir / "train.json").write_text(json.dumps({
+        "config": asdict(config), "steps": step, "final_loss": final_loss, "seconds": round(seconds, 1),
+        "crops_per_s": round(crops_per_s, 1), "n_songs": len(stems), "data": data_note,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }, indent=2))  # fmt: skip
+    _plot_losses(losses, out_dir / "loss.png")
+    return SeparatorTrainResult(out_dir=out_dir, steps=step, final_loss=final_loss, seconds=seconds,
+                                crops_per_s=crops_per_s, n_songs=len(stems))  # fmt: skip

@@ -1,0 +1,99 @@
+"""Vocal separation: the interface, each method's effect on a synthetic mixture, training, errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nextvox.analysis import AnalysisSettings
+from nextvox.cli import main
+from nextvox.errors import MissingDependencyError, NextvoxError
+from nextvox.models.separator import SeparatorConfig, load_weights
+from nextvox.separation import SEPARATORS, SHIPPED_MASK_WEIGHTS, separate, separator_version, si_sdr
+from nextvox.separator_training import SeparatorTrainConfig, load_stems, train_separator
+
+SR = 16_000
+
+
+def _voice_and_band(seconds: float = 6.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A sung line (harmonics with vibrato, one note a second, syllable envelopes) and a band
+    (a held low chord, a bass note and noise-burst drums on every beat), float32 at 16 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    notes_hz = 220.0 * 2 ** (rng.choice([0, 2, 4, 5, 7, 9], size=int(seconds) + 1) / 12)
+    f0 = notes_hz[t.astype(int)] * 2 ** (0.4 / 12 * np.sin(2 * np.pi * 5.5 * t))  # ~40 cents of vibrato at 5.5 Hz
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    voice = sum(np.sin(k * phase) / k for k in range(1, 16))
+    voice *= np.clip(np.sin(np.pi * (t % 1.0) / 0.9), 0, 1) * (t % 1.0 < 0.9)  # a syllable per note
+    chord = sum(np.sin(2 * np.pi * f * t) * 0.5 / (1 + i) for i, f in enumerate((130.8, 164.8, 196.0, 261.6, 65.4)))
+    drums = np.zeros_like(t)
+    for beat in np.arange(0, seconds, 0.5):
+        start = int(beat * SR)
+        burst = rng.standard_normal(int(0.08 * SR)) * np.exp(-np.arange(int(0.08 * SR)) / (0.015 * SR))
+        drums[start : start + len(burst)] += burst[: len(drums) - start]
+    band = chord + 0.8 * drums
+    voice = voice / np.sqrt(np.mean(voice**2))
+    band = band / np.sqrt(np.mean(band**2))
+    return (0.1 * voice).astype(np.float32), (0.1 * band).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["none", "classical", "mask"])
+def test_each_method_keeps_shape_and_dtype(method):
+    mix = np.random.default_rng(1).standard_normal(SR + 123).astype(np.float32) * 0.1
+    out = separate(mix, method=method)
+    assert out.shape == mix.shape and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_none_is_identity():
+    mix = np.random.default_rng(2).standard_normal(SR).astype(np.float32)
+    assert np.array_equal(separate(mix, method="none"), mix)
+
+
+@pytest.mark.parametrize("method", ["classical", "mask"])
+def test_methods_improve_si_sdr_of_a_synthetic_mixture(method):
+    voice, band = _voice_and_band()
+    mix = voice + band
+    before = si_sdr(mix, voice)
+    after = si_sdr(separate(mix, method=method), voice)
+    assert after > before + 0.5, (before, after)  # dB
+
+
+def test_unknown_separator_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(NextvoxError, match="unknown separator 'spleeter'; choose one of: none, classical, mask, demucs"):
+        separate(np.zeros(10, np.float32), method="spleeter")
+    assert main(["analyze", str(tmp_path), "--separator", "spleeter", "--data-dir", str(tmp_path / "d")]) == 2
+    assert "'spleeter' is not one of" in capsys.readouterr().err
+
+
+def test_demucs_without_weights_says_how_to_get_them(tmp_path, capsys):
+    with pytest.raises(MissingDependencyError, match="--separator-weights"):
+        separate(np.zeros(SR, np.float32), method="demucs")
+    code = main(["analyze", str(tmp_path), "--separator", "demucs", "--separator-weights", str(tmp_path / "htdemucs.th"),
+                 "--data-dir", str(tmp_path / "d")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "demucs" in err and "--separator-weights" in err
+
+
+def test_training_writes_and_resumes_a_checkpoint(fixture_library, tmp_path):
+    stems = load_stems(fixture_library)
+    config = SeparatorTrainConfig(steps=2, batch_size=2, crop_s=1.0, checkpoint_every=1, warmup_steps=1,
+                                  model=SeparatorConfig(channels=16, dilations=(1, 2)))  # fmt: skip
+    first = train_separator(config, stems, out_dir=tmp_path / "a")
+    assert first.steps == 2 and {"checkpoint.pt", "separator.pt", "train.json", "loss.png"} <= {p.name for p in (tmp_path / "a").iterdir()}
+    resumed = train_separator(SeparatorTrainConfig(steps=3), stems, out_dir=tmp_path / "a", resume=True)
+    straight = train_separator(SeparatorTrainConfig(**{**config.__dict__, "steps": 3}), stems, out_dir=tmp_path / "b")
+    assert resumed.steps == 3
+    assert resumed.final_loss == pytest.approx(straight.final_loss, rel=1e-4)  # the same crops, the same updates
+    assert load_weights(tmp_path / "a" / "separator.pt").config.channels == 16
+    # Weights of another training are another separator version, so the analysis is redone.
+    weights = tmp_path / "a" / "separator.pt"
+    assert separator_version("mask", weights=weights) != separator_version("mask")
+    assert AnalysisSettings(separator="mask", separator_weights=weights).version != AnalysisSettings(separator="mask").version
+
+
+def test_separator_names_its_version_in_the_analysis_version():
+    versions = {method: AnalysisSettings(separator=method).version for method in ("none", "classical", "mask")}
+    assert "/sep-none/" in versions["none"] and "/sep-classical-" in versions["classical"]
+    assert "/sep-mask-" in versions["mask"] and len(set(versions.values())) == 3
+    assert SHIPPED_MASK_WEIGHTS.stat().st_size < 4_000_000  # small enough to ship
+    assert set(SEPARATORS) == {"none", "classical", "mask", "demucs"}
