@@ -24,8 +24,9 @@ from nextvox.audio import load_excerpt, native_stderr_to
 from nextvox.catalogue import Catalogue, ScanReport, resolve_library, scan_library
 from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
-from nextvox.features import MelCache, log_mel, recording_fingerprint, mfcc_statistics
+from nextvox.features import MelCache, log_mel, recording_fingerprint
 from nextvox.gender import active_head, predict_library_genders
+from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
 from nextvox.separation import DEFAULT_SEPARATOR, separate, separator_version
 
 __all__ = [
@@ -33,20 +34,44 @@ __all__ = [
     "AnalysisSettings",
     "TrackAnalysis",
     "AnalyzeReport",
+    "timbre_model_version",
+    "track_log_mel",
     "analyze_track",
     "analyze_library",
     "embed",
 ]
 
 EXCERPT_VERSION = 1  # bump when the excerpt rule of nextvox.audio changes
-TIMBRE_STANDIN_VERSION = "mfcc-stats-1"
 FINGERPRINT_VERSION = "mel-thumbnail-1"
 STAGES = ("decode", "separation", "features", "inference")
+# bf16 autocast for the timbre encoder: 1.8x the excerpts per second of float32 on this
+# project's CPUs (bench/results/timbre_speed.md), vectors within 0.01 cosine of float32.
+INFERENCE_BF16 = True
+
+
+def timbre_model_version() -> str:
+    """The version of the shipped timbre encoder (a hash of its weights file).
+
+    Raises
+    ------
+    NextvoxError
+        When the weights file is missing: there is no silent fallback to another vector.
+    """
+    if not DEFAULT_WEIGHTS.is_file():
+        raise NextvoxError(
+            f"the timbre encoder's weights are missing ({DEFAULT_WEIGHTS}): reinstall nextvox, "
+            "or train them with `nextvox train timbre LIBRARY --from-scratch` and copy timbre.pt there"
+        )
+    return weights_version(DEFAULT_WEIGHTS)
 
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """What shapes an analysis; its :attr:`version` is stored beside every result."""
+    """What shapes an analysis; its :attr:`version` is stored beside every result.
+
+    The version names the timbre encoder's weights, so new weights make every track stale
+    and ``analyze`` embeds it again (from the cached log-mel: nothing is decoded twice).
+    """
 
     separator: str = DEFAULT_SEPARATOR
     # Model file of the mask or demucs separator (None: mask's shipped weights).
@@ -59,7 +84,7 @@ class AnalysisSettings:
 
     @property
     def version(self) -> str:
-        return f"excerpt{EXCERPT_VERSION}/sep-{self.separator_version}/timbre-{TIMBRE_STANDIN_VERSION}/{FINGERPRINT_VERSION}"
+        return f"excerpt{EXCERPT_VERSION}/sep-{self.separator_version}/{timbre_model_version()}/{FINGERPRINT_VERSION}"
 
 
 @dataclass
@@ -91,20 +116,63 @@ class AnalyzeReport:
 def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, tuple[str, np.ndarray]]:
     """The vectors of one excerpt's vocal log-mel, by name, with the version of what made them.
 
-    ``fingerprint`` tells one recording from another (near-duplicates); until the learned
-    encoders land, MFCC statistics stand in for the timbre vector.
+    ``timbre`` is the shipped timbre encoder's vector (:mod:`nextvox.models.timbre`, loaded
+    once per process); ``fingerprint`` tells one recording from another (near-duplicates).
 
     Parameters
     ----------
     log_mel_spectrogram : np.ndarray, shape (N_MELS, T)
     n_valid_frames : int
-        Frames before the padding.
+        Frames before the padding; the padding is never looked at.
+
+    Raises
+    ------
+    NextvoxError
+        When the timbre encoder's weights are missing.
     """
-    timbre_vector = mfcc_statistics(log_mel_spectrogram, n_valid_frames=n_valid_frames)
+    version = timbre_model_version()
+    timbre_vector = embed_excerpt(cached_encoder(DEFAULT_WEIGHTS), log_mel_spectrogram, n_valid_frames=n_valid_frames,
+                                  bf16=INFERENCE_BF16)  # fmt: skip
     return {
-        "timbre": (TIMBRE_STANDIN_VERSION, timbre_vector),
+        "timbre": (version, timbre_vector),
         "fingerprint": (FINGERPRINT_VERSION, recording_fingerprint(log_mel_spectrogram, n_valid_frames=n_valid_frames)),
     }
+
+
+def track_log_mel(
+    path: Path, *, content_hash: str | None, settings: AnalysisSettings, cache: MelCache | None
+) -> tuple[np.ndarray, float, float, dict[str, float]]:
+    """Decode, separate and log-mel one file, or take its spectrogram from the cache.
+
+    Returns
+    -------
+    spectrogram : np.ndarray, shape (N_MELS, T_valid), float32
+    excerpt_start_s, duration_s : float
+        Where the excerpt starts in the song, and the song's length.
+    seconds_per_stage : dict
+        ``decode``, ``separation``, ``features`` (zeros for a cached spectrogram).
+
+    Raises
+    ------
+    AudioError
+        When the file cannot give usable audio; the message is the reason.
+    """
+    timings = {stage: 0.0 for stage in ("decode", "separation", "features")}
+    cached = cache.load(content_hash) if cache is not None and content_hash else None
+    if cached is not None:
+        spectrogram, start_s, duration_s = cached
+        return spectrogram, start_s, duration_s, timings
+    t0 = time.perf_counter()
+    excerpt = load_excerpt(path)
+    t1 = time.perf_counter()
+    vocals = separate(excerpt.valid_samples, method=settings.separator, weights=settings.separator_weights)
+    t2 = time.perf_counter()
+    spectrogram = log_mel(vocals)
+    t3 = time.perf_counter()
+    timings.update(decode=t1 - t0, separation=t2 - t1, features=t3 - t2)
+    if cache is not None and content_hash:
+        cache.store(content_hash, spectrogram, start_s=excerpt.start_s, duration_s=excerpt.duration_s)
+    return spectrogram, excerpt.start_s, excerpt.duration_s, timings
 
 
 def analyze_track(
@@ -117,22 +185,7 @@ def analyze_track(
     AudioError
         When the file cannot give usable audio; the message is the reason.
     """
-    timings = dict.fromkeys(STAGES, 0.0)
-    cached = cache.load(content_hash) if cache is not None and content_hash else None
-    if cached is not None:
-        spectrogram, start_s, duration_s = cached
-    else:
-        t0 = time.perf_counter()
-        excerpt = load_excerpt(path)
-        t1 = time.perf_counter()
-        vocals = separate(excerpt.valid_samples, method=settings.separator, weights=settings.separator_weights)
-        t2 = time.perf_counter()
-        spectrogram = log_mel(vocals)
-        t3 = time.perf_counter()
-        start_s, duration_s = excerpt.start_s, excerpt.duration_s
-        timings.update(decode=t1 - t0, separation=t2 - t1, features=t3 - t2)
-        if cache is not None and content_hash:
-            cache.store(content_hash, spectrogram, start_s=start_s, duration_s=duration_s)
+    spectrogram, start_s, duration_s, timings = track_log_mel(path, content_hash=content_hash, settings=settings, cache=cache)
     t3 = time.perf_counter()
     vectors = embed(spectrogram, n_valid_frames=spectrogram.shape[1])
     timings["inference"] = time.perf_counter() - t3

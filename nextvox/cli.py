@@ -442,6 +442,124 @@ def evaluate(
             raise NextvoxError(f"cannot write {json_out}: {error.strerror}") from None
 
 
+# ---- train -----------------------------------------------------------------------------------
+
+
+@app.group(context_settings=CONTEXT)
+def train() -> None:
+    """Train a model on a library; `nextvox train timbre LIBRARY` is self-supervised (no labels)."""
+
+
+@train.command("timbre", context_settings=CONTEXT)
+@library_argument
+@click.option("--pitch-shift", type=click.Choice(["positive", "negative", "off"]), default="negative", show_default=True,
+              help="Role of pitch shift: an ordinary augmentation, an extra negative (Yakura et al. 2022), or unused.")
+@click.option("--time-stretch", type=click.Choice(["positive", "negative", "off"]), default="negative", show_default=True,
+              help="Role of time stretch, as for --pitch-shift.")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimiser steps.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=48, show_default=True, help="Excerpts per step.")
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), help="Peak learning rate (default: 2e-3 from scratch, 5e-4 fine-tuning).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data order, augmentations and initial weights.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for checkpoint.pt, timbre.pt, train.json and loss.png. Default: DATA_DIR/models/timbre.")
+@click.option("--resume", is_flag=True, help="Go on from OUT/checkpoint.pt (its own settings are used).")
+@click.option("--from-scratch", is_flag=True, help="Start from random weights instead of fine-tuning the shipped ones.")
+@click.option("--backgrounds", type=click.Path(path_type=Path),
+              help="Another library whose songs are mixed under the views (default: LIBRARY's own).")
+@click.option("--fp32", is_flag=True, help="Train in float32 instead of bfloat16 autocast.")
+@jobs_option
+@separator_option
+@json_flag
+@data_dir_option
+@click.pass_context
+def train_timbre_command(
+    ctx: click.Context, library: Path, pitch_shift: str, time_stretch: str, steps: int, batch_size: int,
+    lr: float | None, seed: int, out: Path | None, resume: bool, from_scratch: bool, backgrounds: Path | None,
+    fp32: bool, jobs: int | None, separator: str | None, as_json: bool, data_dir: Path | None,
+) -> None:
+    """Train the timbre encoder on LIBRARY's songs (fine-tunes the shipped weights unless --from-scratch)."""
+    from nextvox.catalogue import default_data_dir
+    from nextvox.separation import DEFAULT_SEPARATOR
+    from nextvox.training import TrainConfig, default_init, library_log_mels, train_timbre
+
+    chosen = _data_dir(ctx, library, data_dir)
+    out = out or chosen / "models" / "timbre"
+    separator = separator or DEFAULT_SEPARATOR
+    init = None if from_scratch else default_init()
+    config = TrainConfig(
+        pitch_shift=pitch_shift, time_stretch=time_stretch, steps=steps, batch_size=batch_size, seed=seed,
+        lr=lr or (2e-3 if init is None else 5e-4), bf16=not fp32, init_weights=init,
+    )
+    config.min_lr = config.lr / 10
+    with _progress() as progress:
+        task = progress.add_task("reading spectrograms", total=None)
+        excerpts = library_log_mels(library, data_dir=chosen, separator=separator, jobs=jobs,
+                                    progress=lambda done, total: progress.update(task, completed=done, total=total))
+        under = None
+        if backgrounds is not None:
+            under = library_log_mels(backgrounds, data_dir=default_data_dir(backgrounds), separator=separator, jobs=jobs)
+        progress.update(task, description="training", completed=0, total=config.steps)
+        result = train_timbre(
+            config, [x for _, x in excerpts], out_dir=out, backgrounds=None if under is None else [x for _, x in under],
+            resume=resume, data_note=f"{library} ({len(excerpts)} tracks, separator {separator})",
+            progress=lambda step, total, loss, rate: progress.update(
+                task, completed=step, total=total, description=f"training: loss {loss:.3f}, {rate:.0f} crops/s"),
+        )  # fmt: skip
+    summary = {"out": str(result.out_dir), "weights": str(result.out_dir / "timbre.pt"), "steps": result.steps,
+               "final_loss": round(result.final_loss, 4), "seconds": round(result.seconds, 1),
+               "crops_per_s": round(result.crops_per_s, 1), "excerpts": result.n_excerpts}  # fmt: skip
+    if as_json:
+        print(json.dumps(summary))
+        return
+    stderr.print(
+        f"trained {result.steps} steps on {result.n_excerpts} excerpts in {result.seconds:.0f} s "
+        f"({result.crops_per_s:.0f} crops/s), final loss {result.final_loss:.3f}; weights: {summary['weights']} "
+        f"(measure them with: nextvox evaluate LIBRARY --labels CSV --model {result.out_dir})"
+    )
+
+
+@train.command("separator", context_settings=CONTEXT)
+@library_argument
+@click.option("--steps", type=click.IntRange(min=1), default=1200, show_default=True, help="Optimiser steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Crops per step.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the crops, remixes and initial weights.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for checkpoint.pt, separator.pt, train.json and loss.png. Default: DATA_DIR/models/separator.")
+@click.option("--resume", is_flag=True, help="Go on from OUT/checkpoint.pt (its own settings; --steps may extend it).")
+@json_flag
+@data_dir_option
+@click.pass_context
+def train_separator_command(
+    ctx: click.Context, library: Path, steps: int, batch_size: int, seed: int, out: Path | None, resume: bool,
+    as_json: bool, data_dir: Path | None,
+) -> None:
+    """Train the mask separator on LIBRARY's mixes and isolated vocals (labels.csv vocal_path)."""
+    from nextvox.separator_training import SeparatorTrainConfig, load_stems, train_separator
+
+    out = out or _data_dir(ctx, library, data_dir) / "models" / "separator"
+    config = SeparatorTrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    with _progress() as progress:
+        task = progress.add_task("reading mixes and vocals", total=None)
+        stems = load_stems(library)
+        progress.update(task, description="training", completed=0, total=steps)
+        result = train_separator(
+            config, stems, out_dir=out, resume=resume, data_note=f"{library} ({len(stems)} songs)",
+            progress=lambda step, total, loss, rate: progress.update(
+                task, completed=step, total=total, description=f"training: loss {loss:.3f}, {rate:.0f} crops/s"),
+        )  # fmt: skip
+    summary = {"out": str(result.out_dir), "weights": str(result.out_dir / "separator.pt"), "steps": result.steps,
+               "final_loss": round(result.final_loss, 4), "seconds": round(result.seconds, 1),
+               "crops_per_s": round(result.crops_per_s, 1), "songs": result.n_songs}  # fmt: skip
+    if as_json:
+        print(json.dumps(summary))
+        return
+    stderr.print(
+        f"trained {result.steps} steps on {result.n_songs} songs in {result.seconds:.0f} s, final loss "
+        f"{result.final_loss:.3f}; weights: {summary['weights']} (use them with: nextvox analyze LIBRARY "
+        f"--separator mask --separator-weights {summary['weights']})"
+    )
+
+
 # ---- entry point -----------------------------------------------------------------------------
 
 

@@ -48,12 +48,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from nextvox.analysis import EXCERPT_VERSION, TIMBRE_STANDIN_VERSION, AnalysisSettings, analyze_library
+from nextvox.analysis import EXCERPT_VERSION, INFERENCE_BF16, AnalysisSettings, analyze_library
 from nextvox.audio import load_excerpt
 from nextvox.catalogue import Catalogue, resolve_library
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import AudioError, MissingDependencyError, NextvoxError
-from nextvox.features import log_mel, mfcc_statistics
+from nextvox.features import MelCache, log_mel, mfcc_statistics
 from nextvox.separation import DEFAULT_SEPARATOR
 
 __all__ = [
@@ -770,16 +770,21 @@ def _catalogue_vectors(catalogue: Catalogue, name: str, hashes: list[str]) -> tu
 
 
 def _project_embeddings(
-    catalogue: Catalogue, hashes: list[str], *, w_timbre: float, w_melody: float
-) -> dict[str, _Embedding]:
-    """``timbre``, ``melody`` and ``combined`` from the catalogue, or rows saying what is missing."""
-    timbre, timbre_version, timbre_missing = _catalogue_vectors(catalogue, "timbre", hashes)
+    catalogue: Catalogue, hashes: list[str], *, w_timbre: float, w_melody: float,
+    timbre_override: tuple[np.ndarray, str] | None = None,
+) -> dict[str, _Embedding]:  # fmt: skip
+    """``timbre``, ``melody`` and ``combined`` from the catalogue, or rows saying what is missing.
+
+    ``timbre_override`` (vectors (N, D) in the order of ``hashes``, model version) replaces
+    the catalogue's timbre vectors: other weights under evaluation (``--model``).
+    """
+    if timbre_override is None:
+        timbre, timbre_version, timbre_missing = _catalogue_vectors(catalogue, "timbre", hashes)
+        timbre_note = None
+    else:
+        (timbre, timbre_version), timbre_missing = timbre_override, None
+        timbre_note = f"weights under evaluation ({timbre_version})"
     melody, melody_version, melody_missing = _catalogue_vectors(catalogue, "melody", hashes)
-    timbre_note = (
-        f"MFCC-statistics stand-in ({TIMBRE_STANDIN_VERSION}): no learned timbre encoder yet"
-        if timbre_version == TIMBRE_STANDIN_VERSION
-        else None
-    )
     embeddings = {
         "timbre": _Embedding(None, None, timbre_missing) if timbre is None else _cosine_embedding(timbre, note=timbre_note, model_version=timbre_version),
         "melody": _Embedding(None, None, melody_missing) if melody is None else _cosine_embedding(melody, model_version=melody_version),
@@ -799,9 +804,7 @@ def _project_embeddings(
         embeddings["combined"] = _Embedding(None, None, f"{formula}; {'; '.join(missing)}")
     else:
         combined = np.concatenate(parts, axis=1)
-        standin = w_timbre > 0 and timbre_version == TIMBRE_STANDIN_VERSION
-        note = f"{formula}; timbre is the MFCC stand-in" if standin else formula
-        embeddings["combined"] = _Embedding(lambda rows: combined[rows] @ combined.T, combined, note)
+        embeddings["combined"] = _Embedding(lambda rows: combined[rows] @ combined.T, combined, formula)
     return embeddings
 
 
@@ -827,13 +830,32 @@ def _check_weights(w_timbre: float, w_melody: float) -> None:
         raise NextvoxError("the timbre and melody weights are both 0: nothing would rank the tracks")
 
 
-def _check_model_dir(model_dir: Path | None) -> None:
-    """Other trained weights cannot be evaluated until the learned encoders exist."""
+def _model_weights(model_dir: Path | None) -> Path | None:
+    """The timbre weights file of a ``--model`` folder (``timbre.pt``, as ``nextvox train`` writes it)."""
     if model_dir is None:
-        return
-    if not Path(model_dir).is_dir():
+        return None
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
         raise NextvoxError(f"model folder not found: {model_dir}")
-    raise NextvoxError(f"no trained models to evaluate in {model_dir}: this version of nextvox has no learned timbre or melody encoder yet")
+    weights = model_dir / "timbre.pt"
+    if not weights.is_file():
+        raise NextvoxError(f"no timbre.pt in {model_dir}: give the --out folder of `nextvox train timbre`")
+    return weights
+
+
+def _timbre_from_cache(weights: Path, hashes: list[str], *, data_dir: Path, separator: str) -> tuple[np.ndarray, str]:
+    """Timbre vectors (N, D) of ``hashes`` by the encoder in ``weights``, from the cached log-mels."""
+    from nextvox.models.timbre import embed_excerpt, load_weights, weights_version
+
+    encoder = load_weights(weights)
+    cache = MelCache(Path(data_dir) / "cache", separator=separator, excerpt_version=EXCERPT_VERSION)
+    vectors = []
+    for digest in hashes:
+        cached = cache.load(digest)
+        if cached is None:
+            raise NextvoxError(f"the spectrogram cache under {data_dir} lost a track's log-mel: run nextvox analyze again")
+        vectors.append(embed_excerpt(encoder, cached[0], bf16=INFERENCE_BF16))
+    return np.stack(vectors) if vectors else np.zeros((0, encoder.embedding_dim), np.float32), weights_version(weights)
 
 
 def evaluate_library(
@@ -866,7 +888,9 @@ def evaluate_library(
     separator_weights : Path, optional
         Model file of the ``mask`` (default: shipped) or ``demucs`` separator.
     model_dir : Path, optional
-        Other trained weights to evaluate (not possible yet: raises NextvoxError).
+        A folder holding other timbre weights (``timbre.pt``, from ``nextvox train timbre``):
+        its vectors, computed from the cached log-mels, replace the shipped ones in the
+        ``timbre`` and ``combined`` rows.
     w_timbre, w_melody : float
         Weights of the ``combined`` score, ``>= 0``, not both 0.
     progress : callable(stage, done, total), optional
@@ -891,7 +915,7 @@ def evaluate_library(
     """
     _check_weights(w_timbre, w_melody)
     library = resolve_library(library)
-    _check_model_dir(model_dir)
+    weights = _model_weights(model_dir)
     labels = read_labels(labels_csv, library=library)
     jobs = max(1, jobs or os.cpu_count() or 1)
     settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR, separator_weights=separator_weights)
@@ -935,7 +959,8 @@ def evaluate_library(
         baselines_at = time.perf_counter()
 
         hashes = [tracks[labels.paths[i]].content_hash for i in kept]
-        embeddings = _project_embeddings(catalogue, hashes, w_timbre=w_timbre, w_melody=w_melody)
+        override = None if weights is None else _timbre_from_cache(weights, hashes, data_dir=data_dir, separator=settings.separator_version)
+        embeddings = _project_embeddings(catalogue, hashes, w_timbre=w_timbre, w_melody=w_melody, timbre_override=override)
     finally:
         catalogue.close()
     embeddings["mfcc"] = _cosine_embedding(np.stack([baselines["mfcc"][h] for h in hashes]) if hashes else np.zeros((0, 1)), model_version=BASELINE_VERSIONS["mfcc"])
@@ -948,7 +973,8 @@ def evaluate_library(
         n_labelled=len(labels.paths),
         n_failed=len(failed),
         failed=failed,
-        settings={"separator": settings.separator_version, "w_timbre": w_timbre, "w_melody": w_melody, "analysis_version": settings.version},
+        settings={"separator": settings.separator_version, "w_timbre": w_timbre, "w_melody": w_melody, "analysis_version": settings.version,
+                  "timbre_weights": None if weights is None else str(weights)},
         timings_s={
             "analysis": round(analysed_at - started, 3),
             "baselines": round(baselines_at - analysed_at, 3),

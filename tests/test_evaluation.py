@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from factories import voice, write_audio
+from nextvox.models.timbre import DEFAULT_WEIGHTS, TimbreConfig, TimbreEncoder, save_weights, weights_version
 from nextvox.errors import NextvoxError
 from nextvox.evaluation import (
     expected_random_average_precision,
@@ -269,7 +270,9 @@ def test_missing_embeddings_say_so_instead_of_numbers(evaluated):
     assert melody["singer_map"] is None and melody["note"] == "no melody model yet"
     assert result["gender"]["default_head"]["accuracy"] is None
     assert "no shipped gender head" in result["gender"]["default_head"]["note"]
-    assert "stand-in" in result["embeddings"]["timbre"]["note"]
+    # The timbre row is the learned encoder's, and names the shipped weights' version.
+    assert result["embeddings"]["timbre"]["model_version"] == weights_version(DEFAULT_WEIGHTS)
+    assert "note" not in result["embeddings"]["timbre"]
 
 
 def test_baselines_are_real_and_beat_chance(evaluated):
@@ -327,7 +330,20 @@ def test_melody_weight_without_a_melody_model_is_not_faked(tiny_library, evaluat
 def test_bad_settings_are_refused(tiny_library, tmp_path):
     with pytest.raises(NextvoxError, match="model folder not found"):
         evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=tmp_path, model_dir=tmp_path / "none")
-    with pytest.raises(NextvoxError, match="no trained models"):
+    with pytest.raises(NextvoxError, match="no timbre.pt in"):
         evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=tmp_path, model_dir=tmp_path)
     with pytest.raises(NextvoxError, match="both 0"):
         evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=tmp_path, w_timbre=0.0)
+
+
+def test_other_weights_are_evaluated_with_model(tiny_library, evaluated, tmp_path):
+    """--model DIR: that folder's timbre.pt makes the timbre (and combined) rows, from the cached log-mels."""
+    first, data_dir, _ = evaluated
+    save_weights(tmp_path / "timbre.pt", TimbreEncoder(TimbreConfig(channels=(8, 8, 8), stem_channels=8)).eval())
+    result = evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=data_dir, jobs=1, model_dir=tmp_path)
+    timbre = result["embeddings"]["timbre"]
+    assert timbre["model_version"] == weights_version(tmp_path / "timbre.pt") != first["embeddings"]["timbre"]["model_version"]
+    assert "weights under evaluation" in timbre["note"]
+    assert result["embeddings"]["combined"]["singer_map"] == pytest.approx(timbre["singer_map"])
+    assert result["embeddings"]["mfcc"] == first["embeddings"]["mfcc"]  # baselines unchanged
+    assert result["settings"]["timbre_weights"] == str(tmp_path / "timbre.pt")

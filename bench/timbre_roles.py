@@ -1,0 +1,166 @@
+"""The seed's role table: pitch shift / time stretch as positive or negative, four equal short runs.
+
+One command, ``.venv/bin/python bench/timbre_roles.py``:
+
+1. reads the log-mels of a ``train``-split library's isolated vocals (the anchors) and mixes
+   (the backgrounds mixed under the views), rendering the library first if it is missing;
+2. trains the timbre encoder from scratch once per role setting (pos/pos, pos/neg, neg/pos,
+   neg/neg), every run with the same seed, batch and number of steps;
+3. measures each run's final loss, and singer mAP (and P@5) of its vectors on the held-out
+   ``eval`` split (singers and melodies never trained on), on isolated vocals and on mixes,
+   beside the MFCC-statistics baseline on the same excerpts;
+4. writes the table to ``bench/results/timbre_roles.md`` (and the raw numbers to ``.json``).
+
+``--probe DIR`` measures one trained model folder (its ``timbre.pt``) on the eval split and
+prints the numbers, without training anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nextvox.catalogue import content_hash
+from nextvox.evaluation import cosine_similarity, singer_retrieval
+from nextvox.features import mfcc_statistics
+from nextvox.models.timbre import embed_excerpt, load_weights
+from nextvox.training import TrainConfig, library_log_mels, train_timbre
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+ROLE_SETTINGS = (("positive", "positive"), ("positive", "negative"), ("negative", "positive"), ("negative", "negative"))
+SEED_TABLE = {("positive", "positive"): (15, 13), ("positive", "negative"): (14, 13),
+              ("negative", "positive"): (210, 14), ("negative", "negative"): (43, 14)}  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--train-library", type=Path, default=REPO / "build" / "timbre" / "train-lib",
+                        help="a library rendered from the generator's train voice set (songs/, vocals/)")
+    parser.add_argument("--eval-library", type=Path,
+                        default=Path(tempfile.gettempdir()) / "nextvox-bench-quality" / "eval-s13-n6-30s-seed2024" / "library",
+                        help="a library rendered from the eval voice set (bench/quality.py's default work folder)")
+    parser.add_argument("--steps", type=int, default=300, help="steps of every run")
+    parser.add_argument("--batch-size", type=int, default=48, help="excerpts per step")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "timbre" / "roles")
+    parser.add_argument("--separator", default="none",
+                        help="separator before the log-mel (none: the vocals are isolated already, the mixes heard whole)")
+    parser.add_argument("--probe", type=Path, help="only measure this trained model folder on the eval split")
+    parser.add_argument("--out", type=Path, default=RESULTS / "timbre_roles.md")
+    return parser.parse_args(argv)
+
+
+def eval_split(library: Path, work: Path, *, separator: str) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Log-mels and singer labels of the eval library's mixes and isolated vocals, in labels order."""
+    with open(library / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    singers = np.array([r["singer"] for r in rows])
+    split = {}
+    for kind, root, column in (("vocals", library / "vocals", "vocal_path"), ("mixes", library, "path")):
+        by_hash = dict(library_log_mels(root, data_dir=work / f"eval-{kind}", separator=separator))
+        split[kind] = ([by_hash[content_hash(library / r[column])].astype(np.float32) for r in rows], singers)
+    return split
+
+
+def singer_scores(vectors: np.ndarray, singers: np.ndarray) -> dict[str, float]:
+    means = singer_retrieval(cosine_similarity(vectors, vectors), singers=singers).means()
+    return {"singer_map": means["map"], "singer_p_at_5": means["p_at_k"], "chance_map": means["chance_map"]}
+
+
+def measure(weights: Path, split: dict) -> dict[str, dict[str, float]]:
+    encoder = load_weights(weights)
+    return {kind: singer_scores(np.stack([embed_excerpt(encoder, x) for x in mels]), singers) for kind, (mels, singers) in split.items()}
+
+
+def baseline(split: dict) -> dict[str, dict[str, float]]:
+    return {kind: singer_scores(np.stack([mfcc_statistics(x) for x in mels]), singers) for kind, (mels, singers) in split.items()}
+
+
+def markdown(rows: list[dict], mfcc: dict, args: argparse.Namespace, n_train: int, n_eval: int) -> str:
+    def cell(role: tuple[str, str], key: str) -> str:
+        return next(f"{r[key]:.3f}" if isinstance(r[key], float) else str(r[key]) for r in rows if (r["pitch_shift"], r["time_stretch"]) == role)
+
+    short = {"positive": "pos", "negative": "neg"}
+    header = "| | " + " | ".join(f"{short[p]}/{short[s]}" for p, s in ROLE_SETTINGS) + " | MFCC baseline |"
+    lines = [
+        "# Timbre encoder: pitch-shift / time-stretch roles",
+        "",
+        f"Measured {datetime.date.today().isoformat()} by `bench/timbre_roles.py --steps {args.steps} --batch-size {args.batch_size}"
+        f" --seed {args.seed}`. Four runs from scratch with equal budgets ({args.steps} steps of {args.batch_size} excerpts,"
+        " same seed and data); a negative role adds one transformed copy per excerpt as an extra negative, so those runs see"
+        " more crops per step (times below).",
+        f"Training data: the isolated vocals of {n_train} songs of the generator's `train` split, with its mixes as backgrounds."
+        f" Evaluation: {n_eval} songs of the held-out `eval` split (singers and melodies never trained on), every song"
+        " queries all others, relevant = same singer.",
+        "",
+        header,
+        "|---|---:|---:|---:|---:|---:|",
+        "| pitch shift | pos | pos | neg | neg | |",
+        "| time stretch | pos | neg | pos | neg | |",
+        "| final NT-Xent loss (mean of last 10 % of steps) | " + " | ".join(cell(r, "final_loss") for r in ROLE_SETTINGS) + " | |",
+        "| initial loss, ln(views - 1) (chance) | " + " | ".join(cell(r, "chance_loss") for r in ROLE_SETTINGS) + " | |",
+        "| singer mAP, isolated vocals | " + " | ".join(cell(r, "vocals_map") for r in ROLE_SETTINGS) + f" | {mfcc['vocals']['singer_map']:.3f} |",
+        "| singer mAP, mixes | " + " | ".join(cell(r, "mixes_map") for r in ROLE_SETTINGS) + f" | {mfcc['mixes']['singer_map']:.3f} |",
+        "| singer P@5, isolated vocals | " + " | ".join(cell(r, "vocals_p5") for r in ROLE_SETTINGS) + f" | {mfcc['vocals']['singer_p_at_5']:.3f} |",
+        "| singer P@5, mixes | " + " | ".join(cell(r, "mixes_p5") for r in ROLE_SETTINGS) + f" | {mfcc['mixes']['singer_p_at_5']:.3f} |",
+        "| training time (s) | " + " | ".join(cell(r, "seconds") for r in ROLE_SETTINGS) + " | |",
+        "| crops per step | " + " | ".join(cell(r, "views_per_step") for r in ROLE_SETTINGS) + " | |",
+        "",
+        f"Chance singer mAP: {mfcc['vocals']['chance_map']:.3f}.",
+        "",
+        "The seed's table (its loss, summed differently, is not on our scale): before / after balancing its data:",
+        "",
+        "| pitch shift / time stretch | pos/pos | pos/neg | neg/pos | neg/neg |",
+        "|---|---:|---:|---:|---:|",
+        "| seed loss, before | " + " | ".join(str(SEED_TABLE[r][0]) for r in ROLE_SETTINGS) + " |",
+        "| seed loss, after | " + " | ".join(str(SEED_TABLE[r][1]) for r in ROLE_SETTINGS) + " |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    split = eval_split(args.eval_library, args.work_dir, separator=args.separator)
+    if args.probe:
+        print(json.dumps({"model": measure(args.probe / "timbre.pt", split), "mfcc": baseline(split)}, indent=1))
+        return 0
+    vocals = [x for _, x in library_log_mels(args.train_library / "vocals", data_dir=args.work_dir / "train-vocals", separator=args.separator)]
+    mixes = [x for _, x in library_log_mels(args.train_library, data_dir=args.work_dir / "train-mixes", separator=args.separator)]
+    rows = []
+    for pitch, stretch in ROLE_SETTINGS:
+        config = TrainConfig(pitch_shift=pitch, time_stretch=stretch, steps=args.steps, batch_size=args.batch_size,
+                             seed=args.seed, checkpoint_every=args.steps)  # fmt: skip
+        out = args.work_dir / f"{pitch}-{stretch}"
+        started = time.perf_counter()
+        result = train_timbre(config, vocals, out_dir=out, backgrounds=mixes,
+                              data_note=f"{args.train_library}/vocals, backgrounds {args.train_library}")  # fmt: skip
+        scores = measure(out / "timbre.pt", split)
+        views = json.loads((out / "train.json").read_text())["views_per_step"]
+        rows.append({
+            "pitch_shift": pitch, "time_stretch": stretch, "final_loss": result.final_loss,
+            "chance_loss": float(np.log(views - 1)), "seconds": f"{time.perf_counter() - started:.0f}",
+            "views_per_step": str(views), "vocals_map": scores["vocals"]["singer_map"], "mixes_map": scores["mixes"]["singer_map"],
+            "vocals_p5": scores["vocals"]["singer_p_at_5"], "mixes_p5": scores["mixes"]["singer_p_at_5"],
+        })  # fmt: skip
+        print(rows[-1], file=sys.stderr, flush=True)
+    mfcc = baseline(split)
+    text = markdown(rows, mfcc, args, n_train=len(vocals), n_eval=len(split["vocals"][0]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps({"runs": rows, "mfcc": mfcc}, indent=1) + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The timbre encoder: augmentations, NT-Xent, the encoder, a tiny training run, and analyze's learned vector."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nextvox.augmentations import BackgroundMix, Equalizer, Gain, Noise, PitchShift, TimeStretch, mel_band_hz, random_crops
+from nextvox.constants import N_MELS, SAMPLE_RATE_HZ
+from nextvox.errors import NextvoxError
+from nextvox.features import log_mel
+from nextvox.losses import NTXentLoss
+from nextvox.models.timbre import (
+    DEFAULT_WEIGHTS, TimbreConfig, TimbreEncoder, embed_excerpt, load_weights, save_weights, weights_version,
+)  # fmt: skip
+from nextvox.training import CHECKPOINT, TrainConfig, library_log_mels, train_timbre
+
+
+def _tone_log_mel(f0_hz: float, *, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE_HZ)) / SAMPLE_RATE_HZ
+    return log_mel((0.3 * np.sin(2 * np.pi * f0_hz * t)).astype(np.float32))
+
+
+def _peak_band(spectrogram: np.ndarray | torch.Tensor) -> int:
+    return int(np.asarray(spectrogram).mean(axis=1).argmax())
+
+
+# ---- augmentations ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("semitones", [-4.0, -2.0, 2.0, 3.0, 5.0])
+def test_pitch_shift_moves_a_tone_as_the_audio_shift_does(semitones):
+    """Warping the mel axis puts a tone's peak within one band of where shifting the audio puts it."""
+    for f0 in (300.0, 700.0, 1500.0):
+        shifted = PitchShift()(torch.from_numpy(_tone_log_mel(f0))[None], torch.tensor([semitones]))[0]
+        expected = _peak_band(_tone_log_mel(f0 * 2 ** (semitones / 12)))
+        assert abs(_peak_band(shifted) - expected) <= 1, (f0, semitones)
+
+
+def test_pitch_shift_by_zero_is_the_identity():
+    x = torch.randn(2, N_MELS, 30)
+    assert torch.allclose(PitchShift()(x, torch.zeros(2)), x, atol=1e-5)
+    assert np.all(np.diff(mel_band_hz()) > 0)
+
+
+def test_time_stretch_reads_rate_times_the_frames_and_keeps_the_pitch():
+    stretch = TimeStretch()
+    rates = torch.tensor([0.8, 1.25])
+    assert TimeStretch.source_frames(rates, 100).tolist() == [80, 125]
+    ramp = torch.arange(125.0).expand(N_MELS, -1)
+    out = stretch([ramp[:, :80], ramp], 100)  # (2, F, 100)
+    assert out.shape == (2, N_MELS, 100)
+    assert out[1, 0, -1] == pytest.approx(124.0) and out[0, 0, -1] == pytest.approx(79.0)  # the whole source is read
+    tone = torch.from_numpy(_tone_log_mel(440.0))
+    assert _peak_band(stretch([tone], 40)[0]) == _peak_band(tone)  # pitch (the band) unchanged
+
+
+def test_augmentations_are_seeded_and_do_what_they_say():
+    x = torch.from_numpy(_tone_log_mel(440.0))[None].repeat(4, 1, 1)  # (4, F, T)
+    for make in (lambda g: Gain()(x, generator=g), lambda g: Equalizer()(x, generator=g), lambda g: Noise()(x, generator=g),
+                 lambda g: PitchShift().semitones(4, generator=g, negative=True)):
+        first, again = make(torch.Generator().manual_seed(3)), make(torch.Generator().manual_seed(3))
+        assert torch.equal(first, again)
+        assert not torch.equal(first, make(torch.Generator().manual_seed(4)))
+    loud = Gain(max_db=6.0)(x, generator=torch.Generator().manual_seed(0))
+    peak = _peak_band(x[0])
+    change_db = (loud - x)[:, peak, :].mean(dim=1) * 10 / np.log(10)  # at the tone's band, far above the log floor
+    assert torch.all(change_db.abs() <= 6.0 + 1e-3) and torch.all(change_db.abs() > 0)
+    negative = PitchShift().semitones(200, generator=torch.Generator().manual_seed(0), negative=True).abs()
+    assert negative.min() >= 3.0 and negative.max() <= 5.0
+    rates = TimeStretch().rates(200, generator=torch.Generator().manual_seed(0), negative=True)
+    assert torch.all((rates >= 1.4 - 1e-6) | (rates <= 1 / 1.4 + 1e-6))
+    mixed = BackgroundMix()(x, torch.flip(x, dims=[2]), generator=torch.Generator().manual_seed(0))
+    assert torch.all(mixed >= x - 1e-5)  # power is only added
+    crops = random_crops([torch.zeros(N_MELS, 50)], torch.tensor([0, 0]), source_frames=torch.tensor([20, 80]),
+                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert [c.shape[1] for c in crops] == [20, 50]
+
+
+# ---- NT-Xent ------------------------------------------------------------------------------------
+
+def test_nt_xent_by_hand():
+    loss = NTXentLoss(temperature=1.0)
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # Anchor 0: positive cos 1, negatives (the other item's two views) cos 0: -log(e / (e + 2)).
+    assert float(loss(a, a)) == pytest.approx(-np.log(np.e / (np.e + 2)), rel=1e-6)
+    # One pair of views per item, nothing else: the loss is 0.
+    assert float(loss(a[:1], a[:1])) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_nt_xent_identical_views_beat_random_and_close_negatives_hurt():
+    g = torch.Generator().manual_seed(0)
+    z = F.normalize(torch.randn(16, 32, generator=g), dim=1)
+    loss = NTXentLoss(temperature=0.1)
+    identical = float(loss(z, z))
+    random_views = float(loss(z, F.normalize(torch.randn(16, 32, generator=g), dim=1)))
+    assert identical < random_views
+    far = F.normalize(-z, dim=1)
+    close = F.normalize(z + 0.05 * torch.randn(16, 32, generator=g), dim=1)
+    assert float(loss(z, z, [far])) < float(loss(z, z, [close]))  # a negative-role copy close to its anchor raises the loss
+
+
+# ---- encoder ------------------------------------------------------------------------------------
+
+def test_encoder_output_is_unit_length_and_any_length_works():
+    encoder = TimbreEncoder(TimbreConfig()).eval()
+    with torch.inference_mode():
+        for frames in (16, 250, 401):
+            z = encoder(torch.randn(3, N_MELS, frames))
+            assert z.shape == (3, encoder.embedding_dim)
+            assert torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_excerpt_embedding_looks_only_at_valid_frames():
+    encoder = TimbreEncoder(TimbreConfig()).eval()
+    rng = np.random.default_rng(0)
+    for frames in (40, 600):
+        valid = rng.normal(-6, 2, (N_MELS, frames)).astype(np.float32)
+        padded = np.concatenate([valid, rng.normal(3, 5, (N_MELS, 300)).astype(np.float32)], axis=1)
+        a = embed_excerpt(encoder, valid, bf16=False)
+        b = embed_excerpt(encoder, padded, n_valid_frames=frames, bf16=False)
+        assert np.array_equal(a, b) and np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
+        assert float(embed_excerpt(encoder, valid, bf16=True) @ a) > 0.99  # bf16 inference agrees
+    with pytest.raises(NextvoxError, match="too short"):
+        embed_excerpt(encoder, np.zeros((N_MELS, 10), np.float32))
+
+
+def test_weights_round_trip_and_version(tmp_path):
+    encoder = TimbreEncoder(TimbreConfig(channels=(8, 8, 8), stem_channels=8, embedding_dim=16)).eval()
+    save_weights(tmp_path / "w.pt", encoder)
+    loaded = load_weights(tmp_path / "w.pt")
+    x = torch.randn(2, N_MELS, 64)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), encoder(x))
+    assert weights_version(tmp_path / "w.pt").startswith("timbre-cnn-")
+    (tmp_path / "bad.pt").write_bytes(b"not weights")
+    with pytest.raises(NextvoxError, match="not timbre-encoder weights"):
+        load_weights(tmp_path / "bad.pt")
+    with pytest.raises(NextvoxError, match="not found"):
+        load_weights(tmp_path / "absent.pt")
+
+
+def test_shipped_weights_are_small_and_load():
+    assert DEFAULT_WEIGHTS.is_file() and DEFAULT_WEIGHTS.stat().st_size < 5_000_000
+    assert load_weights(DEFAULT_WEIGHTS).embedding_dim >= 128
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+TINY = dict(batch_size=4, crop_frames=64, checkpoint_every=2, warmup_steps=2, bf16=False,
+            model=TimbreConfig(stem_channels=8, channels=(8, 16, 16), embedding_dim=16, projection_dim=16, crop_frames=64))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fixture_spectrograms(fixture_library, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("train-data")
+    spectrograms = library_log_mels(fixture_library, data_dir=data_dir, jobs=2)
+    return [x for _, x in spectrograms], data_dir
+
+
+def test_library_log_mels_reads_every_song_once(fixture_library, fixture_spectrograms):
+    spectrograms, data_dir = fixture_spectrograms
+    assert len(spectrograms) == 8 and all(x.shape[0] == N_MELS and x.dtype == np.float16 for x in spectrograms)
+    again = library_log_mels(fixture_library, data_dir=data_dir, jobs=1)  # from the cache: no pool is started
+    assert all(np.array_equal(a, b) for a, (_, b) in zip(spectrograms, again))
+
+
+@pytest.mark.parametrize("roles", [("negative", "negative"), ("positive", "off")])
+def test_training_resumes_exactly_after_an_interruption(fixture_spectrograms, tmp_path, roles):
+    spectrograms, _ = fixture_spectrograms
+    config = dict(TINY, pitch_shift=roles[0], time_stretch=roles[1], steps=4)
+    straight = train_timbre(TrainConfig(**config), spectrograms, out_dir=tmp_path / "straight")
+
+    def stop_after_two(step, steps, loss, rate):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_timbre(TrainConfig(**config), spectrograms, out_dir=tmp_path / "cut", progress=stop_after_two)
+    resumed = train_timbre(TrainConfig(), spectrograms, out_dir=tmp_path / "cut", resume=True)
+    assert resumed.losses == straight.losses and len(resumed.losses) == 4
+    a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
+    assert all(torch.equal(a["encoder"][k], b["encoder"][k]) for k in a["encoder"])
+    assert a["step"] == 4 and set(a) >= {"model_config", "train_config", "optimizer", "rng"}
+    for name in ("timbre.pt", "train.json", "loss.png"):
+        assert (tmp_path / "cut" / name).is_file()
+    assert load_weights(tmp_path / "cut" / "timbre.pt").embedding_dim == 16
+
+
+def test_training_refuses_what_it_cannot_use(fixture_spectrograms, tmp_path):
+    spectrograms, _ = fixture_spectrograms
+    with pytest.raises(NextvoxError, match="pitch-shift role"):
+        train_timbre(TrainConfig(**dict(TINY, pitch_shift="sideways")), spectrograms, out_dir=tmp_path)
+    with pytest.raises(NextvoxError, match="nothing to resume"):
+        train_timbre(TrainConfig(**TINY), spectrograms, out_dir=tmp_path / "empty", resume=True)
+    with pytest.raises(NextvoxError, match="long enough"):
+        train_timbre(TrainConfig(**TINY), [x[:, :20] for x in spectrograms], out_dir=tmp_path)
+
+
+# ---- analyze stores the learned vector ----------------------------------------------------------
+
+def test_analyze_stores_the_learned_timbre_vector(fixture_library, tmp_path):
+    from nextvox.analysis import AnalysisSettings, analyze_library
+    from nextvox.catalogue import Catalogue
+
+    report = analyze_library(fixture_library, data_dir=tmp_path, jobs=2)
+    assert report.analyzed == 8
+    with Catalogue(tmp_path, library=fixture_library) as catalogue:
+        hashes, vectors, versions = catalogue.vectors("timbre")
+    assert set(versions) == {weights_version(DEFAULT_WEIGHTS)}
+    assert weights_version(DEFAULT_WEIGHTS) in AnalysisSettings().version
+    assert vectors.shape == (8, load_weights(DEFAULT_WEIGHTS).embedding_dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    with open(fixture_library / "labels.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 8
+
+
+def test_cli_train_timbre_fine_tunes_the_shipped_weights(fixture_library, fixture_spectrograms, tmp_path):
+    import json as json_module
+    import subprocess
+    import sys
+
+    _, data_dir = fixture_spectrograms  # the spectrograms are cached there already
+    command = [sys.executable, "-m", "nextvox", "train", "timbre", str(fixture_library), "--data-dir", str(data_dir),
+               "--time-stretch", "off", "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "model"), "--json"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = json_module.loads(done.stdout)
+    assert summary["steps"] == 2 and Path(summary["weights"]).is_file()
+    trained = json_module.loads((tmp_path / "model" / "train.json").read_text())
+    assert trained["train_config"]["init_weights"] == str(DEFAULT_WEIGHTS)
+    stretching = [c for c in command if c not in ("--time-stretch", "off", "--json")]  # stretch reads over 4 s per crop
+    short = subprocess.run(stretching, capture_output=True, text=True, check=False)
+    assert short.returncode == 1 and short.stderr.count("\n") == 1 and "long enough" in short.stderr  # 4 s songs, stretch on
