@@ -80,6 +80,10 @@ def _singer_map(library: Path, method: str, weights: Path | None, data_dir: Path
     }  # fmt: skip
 
 
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", type=Path, default=ROOT / "build/separation/eval")
@@ -125,10 +129,11 @@ def main() -> int:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for method, r in rows.items():
+        speed = "— (identity)" if method == "none" else f"{r['x_real_time_one_core']:,.0f}"
         lines.append(
             f"| {method} | `{r['version']}` | {r['si_sdr_db']:.2f} | {r['si_sdr_improvement_db']:+.2f} | "
-            f"{r['si_sdr_improvement_median_db']:+.2f} | {r['x_real_time_one_core']:,.0f} | {r['timbre_singer_map']:.3f} | "
-            f"{r['timbre_singer_p_at_5']:.3f} | {r['combined_singer_map']:.3f} | {r['melody_map']:.3f} |"
+            f"{r['si_sdr_improvement_median_db']:+.2f} | {speed} | {r['timbre_singer_map']:.3f} | "
+            f"{r['timbre_singer_p_at_5']:.3f} | {r['combined_singer_map']:.3f} | {_cell(r['melody_map'])} |"
         )
     if rows["none"]["resemblyzer_singer_map"] is not None:
         lines += ["", f"Reference: resemblyzer on the unseparated mixes, singer mAP {rows['none']['resemblyzer_singer_map']:.3f}."]

@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 SEPARATORS = ("none", "classical", "mask", "demucs")
-DEFAULT_SEPARATOR = "none"
+# The best singer mAP on held-out mixes at >= 200x real time per core (bench/results/separation.md).
+DEFAULT_SEPARATOR = "mask"
 SHIPPED_MASK_WEIGHTS = Path(__file__).parent / "weights" / "separator.pt"
 CLASSICAL_VERSION = "hpss-1"  # bump when hpss_vocals' parameters change
 DEMUCS_HINT = (
