@@ -159,6 +159,7 @@ def analyze(
         "x_real_time": round(report.audio_s / report.wall_s, 1) if report.wall_s else None,
         "seconds_per_stage": {k: round(v, 3) for k, v in report.seconds_per_stage.items()},
         "counts": report.counts,
+        "gender_note": report.gender_note,
     }
     if as_json:
         print(json.dumps(summary))
@@ -172,6 +173,8 @@ def analyze(
     counts = report.counts
     stderr.print(f"catalogue: {counts.get('analyzed', 0)} analysed, {counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending"
                  + (" (see `nextvox status` for the reasons)" if counts.get("failed") else ""))
+    if report.gender_note:
+        stderr.print(f"gender: {report.gender_note}")
 
 
 # ---- status ----------------------------------------------------------------------------------
@@ -185,15 +188,19 @@ def analyze(
 def status(ctx: click.Context, library: Path, as_json: bool, data_dir: Path | None) -> None:
     """Counts of analysed, failed and pending tracks, and every failed file with its reason."""
     from nextvox.catalogue import Catalogue, resolve_library
+    from nextvox.gender import active_head, gender_status
 
     root = resolve_library(library)
-    with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+    chosen = _data_dir(ctx, library, data_dir)
+    with Catalogue(chosen, library=root, create=False) as catalogue:
         tracks = catalogue.tracks()
         counts = catalogue.status_counts()
+        gender = gender_status(catalogue, active_head(chosen))
     if as_json:
         print(json.dumps({
             "library": str(root),
             "counts": counts,
+            "gender": {"head": gender.head_version, "predicted": gender.predicted, "note": gender.note},
             "tracks": [
                 {"path": t.path, "status": t.status, "error": t.error, "artist": t.artist, "title": t.title,
                  "album": t.album, "genre": t.genre, "duration_s": t.duration_s}
@@ -202,6 +209,8 @@ def status(ctx: click.Context, library: Path, as_json: bool, data_dir: Path | No
         }))
         return
     stdout.print(f"{root}: {len(tracks)} tracks — {counts['analyzed']} analysed, {counts['failed']} failed, {counts['pending']} pending")
+    stdout.print(f"gender: {gender.predicted} tracks predicted by {gender.head_version}" if gender.head_version else "gender: none predicted",
+                 *([f"({gender.note})"] if gender.note else []), markup=False)
     failed = [t for t in tracks if t.status == "failed"]
     if failed:
         table = Table("failed file", "reason", box=None, pad_edge=False)
@@ -558,6 +567,93 @@ def train_separator_command(
         f"{result.final_loss:.3f}; weights: {summary['weights']} (use them with: nextvox analyze LIBRARY "
         f"--separator mask --separator-weights {summary['weights']})"
     )
+
+
+# ---- gender and maps -------------------------------------------------------------------------
+
+
+@train.command("gender", context_settings=CONTEXT)
+@library_argument
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="Labels CSV with path and gender (female/male) columns, singer optional. "
+              "Default: each file's GENDER tag.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the head (JSON). Default: DATA_DIR/models/gender_head.json.")
+@click.option("--use", is_flag=True,
+              help="Also make it this library's active head (DATA_DIR/gender_head.json) and predict every track with it.")
+@jobs_option
+@json_flag
+@data_dir_option
+@click.pass_context
+def train_gender_command(
+    ctx: click.Context, library: Path, labels: Path | None, out: Path | None, use: bool, jobs: int | None,
+    as_json: bool, data_dir: Path | None,
+) -> None:
+    """Train a gender head on LIBRARY's timbre vectors, with accuracy on singers held out."""
+    from nextvox.catalogue import resolve_library
+    from nextvox.gender import train_library_head, use_head
+
+    chosen = _data_dir(ctx, library, data_dir)
+    with _progress() as progress:
+        task = progress.add_task("analysing", total=None)
+        result = train_library_head(library, data_dir=chosen, labels_csv=labels, jobs=jobs,
+                                    progress=lambda done, total: progress.update(task, completed=done, total=total))
+    out = result.head.save(out or chosen / "models" / "gender_head.json")
+    predicted = use_head(result.head, library=resolve_library(library), data_dir=chosen) if use else None
+    summary = {
+        "out": str(out), "version": result.head.version, "timbre_model_version": result.head.timbre_model_version,
+        "labels": result.label_source, "n_tracks": result.n_tracks, "n_singers": result.n_singers,
+        "n_unlabelled": result.n_unlabelled, "leave_one_singer_out_accuracy": result.accuracy,
+        "balanced_accuracy": result.balanced_accuracy, "note": result.note,
+        "active": use, "predicted": predicted.predicted if predicted else None,
+    }  # fmt: skip
+    if as_json:
+        print(json.dumps(summary))
+        return
+    scores = (f"accuracy on held-out singers {result.accuracy:.3f}, balanced {result.balanced_accuracy:.3f}"
+              if result.accuracy is not None else result.note)  # fmt: skip
+    stderr.print(f"gender head trained on {result.n_tracks} tracks of {result.n_singers} singers (labels: {result.label_source}); "
+                 f"{scores}. Written to {out}")
+    if predicted is not None:
+        stderr.print(f"now the active head of this library: {predicted.predicted} tracks have a predicted gender"
+                     + (f"; {predicted.note}" if predicted.note else ""))
+    else:
+        stderr.print(f"to use it: nextvox train gender {library} ... --use (or copy it to {chosen / 'gender_head.json'})")
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.option("--by", type=click.Choice(["gender", "singer", "genre"]), required=True, help="What the colours show.")
+@click.option("--embedding", type=click.Choice(["timbre", "melody"]), default="timbre", show_default=True,
+              help="Which vectors to map.")
+@click.option("--method", type=click.Choice(["umap", "tsne", "pca"]), default="umap", show_default=True,
+              help="2-D projection (UMAP and t-SNE axes have no units).")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="Labels CSV (path and gender/singer/genre columns): draw only its tracks, grouped by it. "
+              "Default: the predicted gender, the artist and genre tags.")
+@click.option("--singers", "max_singers", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --by singer: at most this many singers, of different genres where possible (the seed's picture: 4).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the projection.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="map.png (an image) or map.html (interactive: hover a point for its track, click to play it).")
+@data_dir_option
+@click.pass_context
+def plot(
+    ctx: click.Context, library: Path, by: str, embedding: str, method: str, labels: Path | None, max_singers: int,
+    seed: int, out: Path, data_dir: Path | None,
+) -> None:
+    """Draw the library's tracks on a 2-D map of their voices, coloured by gender, singer or genre."""
+    from nextvox.catalogue import Catalogue, resolve_library
+    from nextvox.gender import read_track_labels
+    from nextvox.plots import embedding_map, write_map
+
+    root = resolve_library(library)
+    columns = read_track_labels(labels, library=root, required=(by,)) if labels is not None else None
+    with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        emap = embedding_map(catalogue, by=by, embedding=embedding, method=method, labels=columns,
+                             max_singers=max_singers, seed=seed)  # fmt: skip
+    write_map(emap, out, library=root)
+    stderr.print(f"{emap.title}" + (f" — {emap.note}" if emap.note else "") + f": {out}")
 
 
 # ---- entry point -----------------------------------------------------------------------------

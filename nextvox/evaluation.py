@@ -54,6 +54,7 @@ from nextvox.catalogue import Catalogue, resolve_library
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import AudioError, MissingDependencyError, NextvoxError
 from nextvox.features import MelCache, log_mel, mfcc_statistics
+from nextvox.gender import head_scores, shipped_head
 from nextvox.separation import DEFAULT_SEPARATOR
 
 __all__ = [
@@ -961,6 +962,7 @@ def evaluate_library(
         hashes = [tracks[labels.paths[i]].content_hash for i in kept]
         override = None if weights is None else _timbre_from_cache(weights, hashes, data_dir=data_dir, separator=settings.separator_version)
         embeddings = _project_embeddings(catalogue, hashes, w_timbre=w_timbre, w_melody=w_melody, timbre_override=override)
+        head_timbre, head_timbre_version, _ = _catalogue_vectors(catalogue, "timbre", hashes) if override is None else (*override, None)
     finally:
         catalogue.close()
     embeddings["mfcc"] = _cosine_embedding(np.stack([baselines["mfcc"][h] for h in hashes]) if hashes else np.zeros((0, 1)), model_version=BASELINE_VERSIONS["mfcc"])
@@ -968,7 +970,8 @@ def evaluate_library(
     embeddings["chroma"] = _chroma_embedding(np.stack([baselines["chroma"][h] for h in hashes]) if hashes else np.zeros((0, 12)))
 
     singers, genders, melodies = labels.singers[kept], labels.genders[kept], labels.melodies[kept]
-    result = _measure(embeddings, singers=singers, genders=genders, melodies=melodies, labels=labels)
+    default_head = head_scores(shipped_head(), head_timbre, timbre_model_version=head_timbre_version, genders=genders)
+    result = _measure(embeddings, singers=singers, genders=genders, melodies=melodies, labels=labels, default_head=default_head)
     result.update(
         n_labelled=len(labels.paths),
         n_failed=len(failed),
@@ -986,9 +989,13 @@ def evaluate_library(
 
 
 def _measure(
-    embeddings: dict[str, _Embedding], *, singers: np.ndarray, genders: np.ndarray, melodies: np.ndarray, labels: Labels
+    embeddings: dict[str, _Embedding], *, singers: np.ndarray, genders: np.ndarray, melodies: np.ndarray, labels: Labels,
+    default_head: dict,
 ) -> dict:
-    """The metrics of every embedding over the evaluated tracks, as the result dict."""
+    """The metrics of every embedding over the evaluated tracks, as the result dict.
+
+    ``default_head`` is the shipped gender head's row (:func:`nextvox.gender.head_scores`).
+    """
     notes: list[str] = []
     if not labels.has_melody:
         notes.append("no melody column in the labels: melody retrieval not measured")
@@ -1026,7 +1033,7 @@ def _measure(
             row["note"] = gender_row["note"] = embedding.note
         rows[name] = row
         gender_rows[name] = gender_row
-    gender_rows["default_head"] = {"accuracy": None, "balanced_accuracy": None, "note": "no shipped gender head yet"}
+    gender_rows["default_head"] = default_head
 
     if gender_measurable:
         counts = np.unique(genders[gendered], return_counts=True)[1]

@@ -544,12 +544,14 @@ def train_library_head(
     NextvoxError
         Bad labels, too few labelled tracks, or timbre vectors of mixed models.
     """
-    from nextvox.analysis import analyze_library
+    from nextvox.analysis import AnalysisSettings, analyze_library
     from nextvox.catalogue import resolve_library
     from nextvox.evaluation import gender_cross_validation
 
     library = resolve_library(library)
-    analyze_library(library, data_dir=data_dir, jobs=jobs, on_track=(lambda d, t, _s: progress(d, t)) if progress else None)
+    settings = AnalysisSettings()
+    analyze_library(library, data_dir=data_dir, jobs=jobs, settings=settings,
+                    on_track=(lambda d, t, _s: progress(d, t)) if progress else None)  # fmt: skip
     with Catalogue(data_dir, library=library) as catalogue:
         tracks = catalogue.tracks(status="analyzed")
         hashes, matrix, versions = catalogue.vectors("timbre")
@@ -580,7 +582,7 @@ def train_library_head(
     except ValueError as error:
         note = f"accuracy not measured: {error}"
     head = train_gender_head(vectors, genders, timbre_model_version=used_versions[0], trained_on={
-        "labels": label_source, "n_singers": n_singers,
+        "labels": label_source, "n_singers": n_singers, "analysis_version": settings.version,
         "leave_one_singer_out_accuracy": accuracy, "balanced_accuracy": balanced,
     })  # fmt: skip
     return GenderTraining(head, accuracy, balanced, len(labelled), n_singers, len(tracks) - len(labelled), label_source, note)

@@ -185,8 +185,8 @@ def _project(unit: np.ndarray, *, method: str, seed: int) -> np.ndarray:
 def choose_singers(singers: list[str], genres: list[str | None], *, limit: int) -> list[str]:
     """Up to ``limit`` singers for a readable map: of different genres first, then the most tracks.
 
-    The seed's picture shows four singers of different genres; with genres unknown, the
-    singers with the most tracks are taken.
+    The seed's picture shows four singers of different genres. A singer's genre is the one
+    most of their tracks have; singers with the most tracks come first.
 
     Parameters
     ----------
@@ -200,9 +200,10 @@ def choose_singers(singers: list[str], genres: list[str | None], *, limit: int) 
     ['b', 'c']
     """
     counts = Counter(singers)
-    genre_of = {}
+    by_singer: dict[str, Counter] = {}
     for singer, genre in zip(singers, genres):
-        genre_of.setdefault(singer, genre)
+        by_singer.setdefault(singer, Counter())[genre] += 1
+    genre_of = {singer: genre_counts.most_common(1)[0][0] for singer, genre_counts in by_singer.items()}  # their usual genre
     ranked = sorted(counts, key=lambda s: (-counts[s], s))
     chosen: list[str] = []
     seen_genres: set[str | None] = set()
@@ -282,7 +283,7 @@ def embedding_map(
         keep = [g in chosen for g in groups]
         tracks, groups = [t for t, k in zip(tracks, keep) if k], [g for g, k in zip(groups, keep) if k]
         if n_singers > len(chosen):
-            note = f"{len(chosen)} of {n_singers} singers, of different genres where possible"
+            note = f"{len(chosen)} of {n_singers} singers"
     elif by == "genre":
         largest = {g for g, _ in Counter(g for g in groups if g != UNKNOWN).most_common(MAX_GENRES)}
         if len(set(groups) - {UNKNOWN}) > len(largest):
@@ -323,13 +324,15 @@ def map_png(emap: EmbeddingMap, out: Path) -> Path:
     groups = np.array(emap.groups)
     for group in emap.group_names:
         mine = groups == group
-        axes.scatter(emap.xy[mine, 0], emap.xy[mine, 1], s=28, c=colours[group], alpha=0.8, linewidths=0.4,
+        axes.scatter(emap.xy[mine, 0], emap.xy[mine, 1], s=40, c=colours[group], alpha=0.8, linewidths=0.4,
                      edgecolors="white", label=f"{group} ({int(mine.sum())})")  # fmt: skip
     axes.set_title(emap.title + (f"\n{emap.note}" if emap.note else ""), fontsize=11)
     name = METHOD_NAMES[emap.method]
     axes.set_xlabel(f"{name} 1" + ("" if emap.method == "pca" else " (no units)"))
     axes.set_ylabel(f"{name} 2" + ("" if emap.method == "pca" else " (no units)"))
-    axes.tick_params(labelbottom=emap.method == "pca", labelleft=emap.method == "pca")
+    if emap.method != "pca":  # positions along these axes mean nothing: no tick labels
+        axes.set_xticks([])
+        axes.set_yticks([])
     axes.legend(title=emap.by, loc="best", fontsize=8, title_fontsize=9, framealpha=0.85)
     figure.text(0.01, 0.01, f"{emap.axis_note}  Vectors: {emap.model_version}", fontsize=7, color="#555555")
     figure.tight_layout(rect=(0, 0.03, 1, 1))
