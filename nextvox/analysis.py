@@ -44,7 +44,7 @@ __all__ = [
 EXCERPT_VERSION = 1  # bump when the excerpt rule of nextvox.audio changes
 FINGERPRINT_VERSION = "mel-thumbnail-1"
 STAGES = ("decode", "separation", "features", "inference")
-# bf16 autocast for the timbre encoder: 1.8x the excerpts per second of float32 on this
+# bf16 autocast for the timbre encoder: about 2x the excerpts per second of float32 on this
 # project's CPUs (bench/results/timbre_speed.md), vectors within 0.01 cosine of float32.
 INFERENCE_BF16 = True
 

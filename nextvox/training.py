@@ -64,7 +64,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     temperature: float = 0.1  # SimCLR (Chen et al. 2020, B.9): 0.1 with normalised projections
     seed: int = 0
-    bf16: bool = True  # autocast on CPU: about twice the crops per second of float32 (bench/results/timbre_speed.md)
+    bf16: bool = True  # autocast on CPU: 2.3x the encoder's training crops/s of float32 (bench/results/timbre_speed.md)
     checkpoint_every: int = 100  # steps between checkpoints (and at the end)
     init_weights: str | None = None  # encoder weights to fine-tune from; None trains from scratch
     model: TimbreConfig = field(default_factory=TimbreConfig)
