@@ -225,6 +225,11 @@ def _work(path: str, content_hash: str, settings: AnalysisSettings, cache_root: 
 
 
 def _new_pool(jobs: int, log_path: Path) -> ProcessPoolExecutor:
+    # One thread per worker in every native pool (OpenMP, OpenBLAS, MKL): spawned workers read
+    # these when numpy and torch load, before any initializer runs. Two workers with a pool of
+    # spinning BLAS threads each ran slower than one worker.
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
     # spawn, not fork: torch and OpenMP thread pools do not survive a fork safely.
     return ProcessPoolExecutor(
         max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(str(log_path),)
