@@ -201,8 +201,14 @@ def analyze_track(
 # ---- worker processes ----------------------------------------------------------------------
 
 def _worker_init(log_path: str) -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C reaches the whole process group: only the parent handles it (it saves what is
+    # done and stops the workers); a worker killed mid-track would look like a crash and the
+    # pool would be rebuilt and go on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One process per core: more threads per process only contend.
     torch.set_num_threads(1)
     # For the worker's whole life: native decoders' notes go to a log under the data directory.
