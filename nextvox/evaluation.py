@@ -642,6 +642,21 @@ def _library_relative(raw: str, *, library: Path, where: str) -> str:
     return str(path)
 
 
+def read_csv_rows(labels_csv: Path) -> list[list[str]]:
+    """The rows of a UTF-8 CSV file (a byte-order mark allowed), or a NextvoxError saying why not."""
+    if not labels_csv.is_file():
+        raise NextvoxError(f"labels file not found: {labels_csv}")
+    try:
+        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+            return list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise NextvoxError(f"{labels_csv}: not a UTF-8 text file") from None
+    except csv.Error as error:
+        raise NextvoxError(f"{labels_csv}: not a readable CSV file ({error})") from None
+    except OSError as error:
+        raise NextvoxError(f"cannot read the labels file {labels_csv}: {error.strerror}") from None
+
+
 def read_labels(labels_csv: Path, *, library: Path) -> Labels:
     """Read and check a labels CSV (see DESIGN.md: ``path`` and ``singer`` required).
 
@@ -662,17 +677,7 @@ def read_labels(labels_csv: Path, *, library: Path) -> Labels:
         or singer, a gender other than female/male, a path listed twice.
     """
     labels_csv = Path(labels_csv)
-    if not labels_csv.is_file():
-        raise NextvoxError(f"labels file not found: {labels_csv}")
-    try:
-        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError:
-        raise NextvoxError(f"{labels_csv}: not a UTF-8 text file") from None
-    except csv.Error as error:
-        raise NextvoxError(f"{labels_csv}: not a readable CSV file ({error})") from None
-    except OSError as error:
-        raise NextvoxError(f"cannot read the labels file {labels_csv}: {error.strerror}") from None
+    rows = read_csv_rows(labels_csv)
     if not rows:
         raise NextvoxError(f"{labels_csv}: empty file (a header row with path and singer columns is needed)")
     header = [name.strip().lower() for name in rows[0]]

@@ -25,7 +25,6 @@ Where labels come from
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections.abc import Callable
@@ -413,20 +412,10 @@ def read_track_labels(labels_csv: Path, *, library: Path, required: tuple[str, .
         Naming the file and line: missing file, missing column, a bad gender, a path
         outside the library or listed twice.
     """
-    from nextvox.evaluation import _library_relative  # the path rule of evaluate's labels
+    from nextvox.evaluation import _library_relative, read_csv_rows  # the rules of evaluate's labels
 
     labels_csv = Path(labels_csv)
-    if not labels_csv.is_file():
-        raise NextvoxError(f"labels file not found: {labels_csv}")
-    try:
-        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError:
-        raise NextvoxError(f"{labels_csv}: not a UTF-8 text file") from None
-    except csv.Error as error:
-        raise NextvoxError(f"{labels_csv}: not a readable CSV file ({error})") from None
-    except OSError as error:
-        raise NextvoxError(f"cannot read the labels file {labels_csv}: {error.strerror}") from None
+    rows = read_csv_rows(labels_csv)
     header = [name.strip().lower() for name in rows[0]] if rows else []
     missing = [name for name in ("path", *required) if name not in header]
     if missing:
