@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,6 +70,15 @@ class _RealTimeColumn(ProgressColumn):
         if not audio_s or not task.elapsed:
             return Text("")
         return Text(f"{audio_s / task.elapsed:,.0f}x real time", style="cyan")
+
+
+def _training_progress(progress: Progress, task) -> Callable[[int, int, float, float], None]:
+    """A training loop's callback (step, total, loss, crops/s) drawing on one progress bar."""
+
+    def update(step: int, total: int, loss: float, crops_per_s: float) -> None:
+        progress.update(task, completed=step, total=total, description=f"training: loss {loss:.3f}, {crops_per_s:.0f} crops/s")
+
+    return update
 
 
 @contextmanager
@@ -511,8 +520,7 @@ def train_timbre_command(
         result = train_timbre(
             config, [x for _, x in excerpts], out_dir=out, backgrounds=None if under is None else [x for _, x in under],
             resume=resume, data_note=f"{library} ({len(excerpts)} tracks, separator {separator})",
-            progress=lambda step, total, loss, rate: progress.update(
-                task, completed=step, total=total, description=f"training: loss {loss:.3f}, {rate:.0f} crops/s"),
+            progress=_training_progress(progress, task),
         )  # fmt: skip
     summary = {"out": str(result.out_dir), "weights": str(result.out_dir / "timbre.pt"), "steps": result.steps,
                "final_loss": round(result.final_loss, 4), "seconds": round(result.seconds, 1),
@@ -553,8 +561,7 @@ def train_separator_command(
         progress.update(task, description="training", completed=0, total=steps)
         result = train_separator(
             config, stems, out_dir=out, resume=resume, data_note=f"{library} ({len(stems)} songs)",
-            progress=lambda step, total, loss, rate: progress.update(
-                task, completed=step, total=total, description=f"training: loss {loss:.3f}, {rate:.0f} crops/s"),
+            progress=_training_progress(progress, task),
         )  # fmt: skip
     summary = {"out": str(result.out_dir), "weights": str(result.out_dir / "separator.pt"), "steps": result.steps,
                "final_loss": round(result.final_loss, 4), "seconds": round(result.seconds, 1),
