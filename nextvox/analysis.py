@@ -26,6 +26,7 @@ from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint
 from nextvox.gender import active_head, predict_library_genders
+from nextvox.models import tcae
 from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
 from nextvox.separation import DEFAULT_SEPARATOR, separate, separator_version
 
@@ -35,6 +36,7 @@ __all__ = [
     "TrackAnalysis",
     "AnalyzeReport",
     "timbre_model_version",
+    "melody_model_version",
     "track_log_mel",
     "analyze_track",
     "analyze_library",
@@ -49,6 +51,16 @@ STAGES = ("decode", "separation", "features", "inference")
 INFERENCE_BF16 = True
 
 
+def _shipped_weights(path: Path, *, model: str, command: str, file: str) -> Path:
+    """``path`` when it exists; otherwise a NextvoxError that says how to get it (no silent fallback)."""
+    if not path.is_file():
+        raise NextvoxError(
+            f"the {model}'s weights are missing ({path}): reinstall nextvox, "
+            f"or train them with `{command} LIBRARY --from-scratch` and copy {file} there"
+        )
+    return path
+
+
 def timbre_model_version() -> str:
     """The version of the shipped timbre encoder (a hash of its weights file).
 
@@ -57,20 +69,26 @@ def timbre_model_version() -> str:
     NextvoxError
         When the weights file is missing: there is no silent fallback to another vector.
     """
-    if not DEFAULT_WEIGHTS.is_file():
-        raise NextvoxError(
-            f"the timbre encoder's weights are missing ({DEFAULT_WEIGHTS}): reinstall nextvox, "
-            "or train them with `nextvox train timbre LIBRARY --from-scratch` and copy timbre.pt there"
-        )
-    return weights_version(DEFAULT_WEIGHTS)
+    return weights_version(_shipped_weights(DEFAULT_WEIGHTS, model="timbre encoder", command="nextvox train timbre", file="timbre.pt"))
+
+
+def melody_model_version() -> str:
+    """The version of the shipped TCAE (a hash of its weights file).
+
+    Raises
+    ------
+    NextvoxError
+        When the weights file is missing.
+    """
+    return tcae.weights_version(_shipped_weights(tcae.DEFAULT_WEIGHTS, model="TCAE melody model", command="nextvox train tcae", file="tcae.pt"))
 
 
 @dataclass(frozen=True)
 class AnalysisSettings:
     """What shapes an analysis; its :attr:`version` is stored beside every result.
 
-    The version names the timbre encoder's weights, so new weights make every track stale
-    and ``analyze`` embeds it again (from the cached log-mel: nothing is decoded twice).
+    The version names the timbre encoder's and the TCAE's weights, so new weights make every
+    track stale and ``analyze`` embeds it again (from the cached log-mel: nothing is decoded twice).
     """
 
     separator: str = DEFAULT_SEPARATOR
@@ -84,7 +102,8 @@ class AnalysisSettings:
 
     @property
     def version(self) -> str:
-        return f"excerpt{EXCERPT_VERSION}/sep-{self.separator_version}/{timbre_model_version()}/{FINGERPRINT_VERSION}"
+        return (f"excerpt{EXCERPT_VERSION}/sep-{self.separator_version}/{timbre_model_version()}/{melody_model_version()}"
+                f"/{FINGERPRINT_VERSION}")
 
 
 @dataclass
@@ -116,8 +135,9 @@ class AnalyzeReport:
 def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, tuple[str, np.ndarray]]:
     """The vectors of one excerpt's vocal log-mel, by name, with the version of what made them.
 
-    ``timbre`` is the shipped timbre encoder's vector (:mod:`nextvox.models.timbre`, loaded
-    once per process); ``fingerprint`` tells one recording from another (near-duplicates).
+    ``timbre`` is the shipped timbre encoder's vector (:mod:`nextvox.models.timbre`), ``melody``
+    the shipped TCAE's pooled latent (:mod:`nextvox.models.tcae`), each model loaded once per
+    process; ``fingerprint`` tells one recording from another (near-duplicates).
 
     Parameters
     ----------
@@ -128,13 +148,15 @@ def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, 
     Raises
     ------
     NextvoxError
-        When the timbre encoder's weights are missing.
+        When the timbre encoder's or the TCAE's weights are missing.
     """
     version = timbre_model_version()
     timbre_vector = embed_excerpt(cached_encoder(DEFAULT_WEIGHTS), log_mel_spectrogram, n_valid_frames=n_valid_frames,
                                   bf16=INFERENCE_BF16)  # fmt: skip
+    melody = tcae.melody_vector(tcae.cached_tcae(tcae.DEFAULT_WEIGHTS), log_mel_spectrogram, n_valid_frames=n_valid_frames)
     return {
         "timbre": (version, timbre_vector),
+        "melody": (melody_model_version(), melody),
         "fingerprint": (FINGERPRINT_VERSION, recording_fingerprint(log_mel_spectrogram, n_valid_frames=n_valid_frames)),
     }
 

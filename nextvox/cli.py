@@ -465,7 +465,7 @@ def evaluate(
 
 @app.group(context_settings=CONTEXT)
 def train() -> None:
-    """Train a model on a library; `nextvox train timbre LIBRARY` is self-supervised (no labels)."""
+    """Train a model on a library; `nextvox train timbre|tcae LIBRARY` are self-supervised (no labels)."""
 
 
 @train.command("timbre", context_settings=CONTEXT)
@@ -496,33 +496,44 @@ def train_timbre_command(
     fp32: bool, jobs: int | None, separator: str | None, as_json: bool, data_dir: Path | None,
 ) -> None:
     """Train the timbre encoder on LIBRARY's songs (fine-tunes the shipped weights unless --from-scratch)."""
-    from nextvox.catalogue import default_data_dir
-    from nextvox.separation import DEFAULT_SEPARATOR
-    from nextvox.training import TrainConfig, default_init, library_log_mels, train_timbre
+    from nextvox.training import TrainConfig, default_init, train_timbre
 
     chosen = _data_dir(ctx, library, data_dir)
-    out = out or chosen / "models" / "timbre"
-    separator = separator or DEFAULT_SEPARATOR
     init = None if from_scratch else default_init()
     config = TrainConfig(
         pitch_shift=pitch_shift, time_stretch=time_stretch, steps=steps, batch_size=batch_size, seed=seed,
         lr=lr or (2e-3 if init is None else 5e-4), bf16=not fp32, init_weights=init,
     )
     config.min_lr = config.lr / 10
+    _train_on_library(train_timbre, config, library=library, data_dir=chosen, out=out or chosen / "models" / "timbre",
+                      weights_name="timbre.pt", backgrounds=backgrounds, separator=separator, jobs=jobs, resume=resume,
+                      as_json=as_json)  # fmt: skip
+
+
+def _train_on_library(
+    train_function: Callable, config, *, library: Path, data_dir: Path, out: Path, weights_name: str,
+    backgrounds: Path | None, separator: str | None, jobs: int | None, resume: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Read LIBRARY's log-mels (and the backgrounds'), run a self-supervised training loop, report it."""
+    from nextvox.catalogue import default_data_dir
+    from nextvox.separation import DEFAULT_SEPARATOR
+    from nextvox.training import library_log_mels
+
+    separator = separator or DEFAULT_SEPARATOR
     with _progress() as progress:
         task = progress.add_task("reading spectrograms", total=None)
-        excerpts = library_log_mels(library, data_dir=chosen, separator=separator, jobs=jobs,
+        excerpts = library_log_mels(library, data_dir=data_dir, separator=separator, jobs=jobs,
                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
         under = None
         if backgrounds is not None:
             under = library_log_mels(backgrounds, data_dir=default_data_dir(backgrounds), separator=separator, jobs=jobs)
         progress.update(task, description="training", completed=0, total=config.steps)
-        result = train_timbre(
+        result = train_function(
             config, [x for _, x in excerpts], out_dir=out, backgrounds=None if under is None else [x for _, x in under],
             resume=resume, data_note=f"{library} ({len(excerpts)} tracks, separator {separator})",
             progress=_training_progress(progress, task),
         )  # fmt: skip
-    summary = {"out": str(result.out_dir), "weights": str(result.out_dir / "timbre.pt"), "steps": result.steps,
+    summary = {"out": str(result.out_dir), "weights": str(result.out_dir / weights_name), "steps": result.steps,
                "final_loss": round(result.final_loss, 4), "seconds": round(result.seconds, 1),
                "crops_per_s": round(result.crops_per_s, 1), "excerpts": result.n_excerpts}  # fmt: skip
     if as_json:
@@ -533,6 +544,53 @@ def train_timbre_command(
         f"({result.crops_per_s:.0f} crops/s), final loss {result.final_loss:.3f}; weights: {summary['weights']} "
         f"(measure them with: nextvox evaluate LIBRARY --labels CSV --model {result.out_dir})"
     )
+
+
+@train.command("tcae", context_settings=CONTEXT)
+@library_argument
+@click.option("--contrastive-weight", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Weight of the key- and tempo-invariant contrastive term; 0 trains the plain reconstruction TCAE.")
+@click.option("--centre-s", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="Seconds of the causal running mean removed from each band (0: a fixed affine input, the plain TCAE).")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimiser steps.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Crops per step.")
+@click.option("--crop-frames", type=click.IntRange(min=16), default=384, show_default=True,
+              help="Frames per training crop (62.5 per second); songs shorter than a crop (x1.25 with the contrastive term) are left out.")
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), help="Peak learning rate (default: 2e-3 from scratch, 5e-4 fine-tuning).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data order, augmentations and initial weights.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for checkpoint.pt, tcae.pt, train.json and loss.png. Default: DATA_DIR/models/tcae.")
+@click.option("--resume", is_flag=True, help="Go on from OUT/checkpoint.pt (its own settings are used).")
+@click.option("--from-scratch", is_flag=True, help="Start from random weights instead of fine-tuning the shipped ones.")
+@click.option("--backgrounds", type=click.Path(path_type=Path),
+              help="Another library whose songs are mixed under the contrastive views (default: LIBRARY's own).")
+@click.option("--fp32", is_flag=True, help="Train in float32 instead of bfloat16 autocast.")
+@jobs_option
+@separator_option
+@json_flag
+@data_dir_option
+@click.pass_context
+def train_tcae_command(
+    ctx: click.Context, library: Path, contrastive_weight: float, centre_s: float, steps: int, batch_size: int,
+    crop_frames: int, lr: float | None, seed: int, out: Path | None, resume: bool, from_scratch: bool, backgrounds: Path | None,
+    fp32: bool, jobs: int | None, separator: str | None, as_json: bool, data_dir: Path | None,
+) -> None:
+    """Train the TCAE melody model on LIBRARY's songs (fine-tunes the shipped weights unless --from-scratch)."""
+    from nextvox.models.tcae import TCAEConfig, load_weights
+    from nextvox.training import TCAETrainConfig, default_tcae_init, train_tcae
+
+    chosen = _data_dir(ctx, library, data_dir)
+    init = None if from_scratch else default_tcae_init()
+    # Fine-tuning keeps the shipped model's shape (its input normalisation included).
+    model = load_weights(Path(init)).config if init else TCAEConfig(centre_s=centre_s)
+    config = TCAETrainConfig(
+        contrastive_weight=contrastive_weight, steps=steps, batch_size=batch_size, crop_frames=crop_frames, seed=seed,
+        lr=lr or (2e-3 if init is None else 5e-4), bf16=not fp32, init_weights=init, model=model,
+    )
+    config.min_lr = config.lr / 10
+    _train_on_library(train_tcae, config, library=library, data_dir=chosen, out=out or chosen / "models" / "tcae",
+                      weights_name="tcae.pt", backgrounds=backgrounds, separator=separator, jobs=jobs, resume=resume,
+                      as_json=as_json)  # fmt: skip
 
 
 @train.command("separator", context_settings=CONTEXT)

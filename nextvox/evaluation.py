@@ -777,24 +777,25 @@ def _catalogue_vectors(catalogue: Catalogue, name: str, hashes: list[str]) -> tu
 
 def _project_embeddings(
     catalogue: Catalogue, hashes: list[str], *, w_timbre: float, w_melody: float,
-    timbre_override: tuple[np.ndarray, str] | None = None,
+    overrides: dict[str, tuple[np.ndarray, str]] | None = None,
 ) -> dict[str, _Embedding]:  # fmt: skip
     """``timbre``, ``melody`` and ``combined`` from the catalogue, or rows saying what is missing.
 
-    ``timbre_override`` (vectors (N, D) in the order of ``hashes``, model version) replaces
-    the catalogue's timbre vectors: other weights under evaluation (``--model``).
+    ``overrides`` (by name: vectors (N, D) in the order of ``hashes``, model version) replace
+    the catalogue's vectors: other weights under evaluation (``--model``).
     """
-    if timbre_override is None:
-        timbre, timbre_version, timbre_missing = _catalogue_vectors(catalogue, "timbre", hashes)
-        timbre_note = None
-    else:
-        (timbre, timbre_version), timbre_missing = timbre_override, None
-        timbre_note = f"weights under evaluation ({timbre_version})"
-    melody, melody_version, melody_missing = _catalogue_vectors(catalogue, "melody", hashes)
+    found: dict[str, tuple[np.ndarray | None, str | None, str | None, str | None]] = {}  # vectors, version, missing, note
+    for name in ("timbre", "melody"):
+        if name in (overrides or {}):
+            vectors, version = overrides[name]
+            found[name] = (vectors, version, None, f"weights under evaluation ({version})")
+        else:
+            found[name] = (*_catalogue_vectors(catalogue, name, hashes), None)
     embeddings = {
-        "timbre": _Embedding(None, None, timbre_missing) if timbre is None else _cosine_embedding(timbre, note=timbre_note, model_version=timbre_version),
-        "melody": _Embedding(None, None, melody_missing) if melody is None else _cosine_embedding(melody, model_version=melody_version),
+        name: _Embedding(None, None, missing) if vectors is None else _cosine_embedding(vectors, note=note, model_version=version)
+        for name, (vectors, version, missing, note) in found.items()
     }
+    (timbre, _, timbre_missing, _), (melody, _, melody_missing, _) = found["timbre"], found["melody"]
 
     # score = w_t cos(t) + w_m cos(m) is the dot product of [sqrt(w_t) t^, sqrt(w_m) m^]: one
     # vector per track that both ranks like the recommender and feeds the gender head.
@@ -836,32 +837,40 @@ def _check_weights(w_timbre: float, w_melody: float) -> None:
         raise NextvoxError("the timbre and melody weights are both 0: nothing would rank the tracks")
 
 
-def _model_weights(model_dir: Path | None) -> Path | None:
-    """The timbre weights file of a ``--model`` folder (``timbre.pt``, as ``nextvox train`` writes it)."""
+MODEL_FILES = {"timbre": "timbre.pt", "melody": "tcae.pt"}  # vector name -> weights file of a --model folder
+
+
+def _model_weights(model_dir: Path | None) -> dict[str, Path]:
+    """The weights files of a ``--model`` folder by vector name: ``timbre.pt`` and/or ``tcae.pt``, as ``nextvox train`` writes them."""
     if model_dir is None:
-        return None
+        return {}
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise NextvoxError(f"model folder not found: {model_dir}")
-    weights = model_dir / "timbre.pt"
-    if not weights.is_file():
-        raise NextvoxError(f"no timbre.pt in {model_dir}: give the --out folder of `nextvox train timbre`")
+    weights = {name: model_dir / file for name, file in MODEL_FILES.items() if (model_dir / file).is_file()}
+    if not weights:
+        raise NextvoxError(f"no timbre.pt or tcae.pt in {model_dir}: give the --out folder of `nextvox train timbre` or `nextvox train tcae`")
     return weights
 
 
-def _timbre_from_cache(weights: Path, hashes: list[str], *, data_dir: Path, separator: str) -> tuple[np.ndarray, str]:
-    """Timbre vectors (N, D) of ``hashes`` by the encoder in ``weights``, from the cached log-mels."""
-    from nextvox.models.timbre import embed_excerpt, load_weights, weights_version
+def _vectors_from_cache(name: str, weights: Path, hashes: list[str], *, data_dir: Path, separator: str) -> tuple[np.ndarray, str]:
+    """``name`` vectors (N, D) of ``hashes`` by the model in ``weights``, from the cached log-mels; and its version."""
+    from nextvox.models import tcae, timbre
 
-    encoder = load_weights(weights)
+    if name == "timbre":
+        encoder = timbre.load_weights(weights)
+        embed, version, dim = (lambda x: timbre.embed_excerpt(encoder, x, bf16=INFERENCE_BF16)), timbre.weights_version(weights), encoder.embedding_dim
+    else:
+        model = tcae.load_weights(weights)
+        embed, version, dim = (lambda x: tcae.melody_vector(model, x, n_valid_frames=x.shape[1])), tcae.weights_version(weights), model.config.melody_dim
     cache = MelCache(Path(data_dir) / "cache", separator=separator, excerpt_version=EXCERPT_VERSION)
     vectors = []
     for digest in hashes:
         cached = cache.load(digest)
         if cached is None:
             raise NextvoxError(f"the spectrogram cache under {data_dir} lost a track's log-mel: run nextvox analyze again")
-        vectors.append(embed_excerpt(encoder, cached[0], bf16=INFERENCE_BF16))
-    return np.stack(vectors) if vectors else np.zeros((0, encoder.embedding_dim), np.float32), weights_version(weights)
+        vectors.append(embed(cached[0]))
+    return np.stack(vectors) if vectors else np.zeros((0, dim), np.float32), version
 
 
 def evaluate_library(
@@ -921,7 +930,7 @@ def evaluate_library(
     """
     _check_weights(w_timbre, w_melody)
     library = resolve_library(library)
-    weights = _model_weights(model_dir)
+    model_weights = _model_weights(model_dir)
     labels = read_labels(labels_csv, library=library)
     jobs = max(1, jobs or os.cpu_count() or 1)
     settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR, separator_weights=separator_weights)
@@ -965,9 +974,10 @@ def evaluate_library(
         baselines_at = time.perf_counter()
 
         hashes = [tracks[labels.paths[i]].content_hash for i in kept]
-        override = None if weights is None else _timbre_from_cache(weights, hashes, data_dir=data_dir, separator=settings.separator_version)
-        embeddings = _project_embeddings(catalogue, hashes, w_timbre=w_timbre, w_melody=w_melody, timbre_override=override)
-        head_timbre, head_timbre_version, _ = _catalogue_vectors(catalogue, "timbre", hashes) if override is None else (*override, None)
+        overrides = {name: _vectors_from_cache(name, weights, hashes, data_dir=data_dir, separator=settings.separator_version)
+                     for name, weights in model_weights.items()}  # fmt: skip
+        embeddings = _project_embeddings(catalogue, hashes, w_timbre=w_timbre, w_melody=w_melody, overrides=overrides)
+        head_timbre, head_timbre_version, _ = (*overrides["timbre"], None) if "timbre" in overrides else _catalogue_vectors(catalogue, "timbre", hashes)
     finally:
         catalogue.close()
     embeddings["mfcc"] = _cosine_embedding(np.stack([baselines["mfcc"][h] for h in hashes]) if hashes else np.zeros((0, 1)), model_version=BASELINE_VERSIONS["mfcc"])
@@ -982,7 +992,8 @@ def evaluate_library(
         n_failed=len(failed),
         failed=failed,
         settings={"separator": settings.separator_version, "w_timbre": w_timbre, "w_melody": w_melody, "analysis_version": settings.version,
-                  "timbre_weights": None if weights is None else str(weights)},
+                  "timbre_weights": str(model_weights["timbre"]) if "timbre" in model_weights else None,
+                  "tcae_weights": str(model_weights["melody"]) if "melody" in model_weights else None},
         timings_s={
             "analysis": round(analysed_at - started, 3),
             "baselines": round(baselines_at - analysed_at, 3),

@@ -259,8 +259,7 @@ def embedding_map(
         raise NextvoxError(f"unknown embedding {embedding!r}: choose one of {', '.join(EMBEDDINGS)}")
     hashes, matrix, versions = catalogue.vectors(embedding)
     if not hashes:
-        raise NextvoxError(f"no {embedding} vectors in the catalogue: run `nextvox analyze` first"
-                           + (" (this version of nextvox makes no melody vectors yet)" if embedding == "melody" else ""))
+        raise NextvoxError(f"no {embedding} vectors in the catalogue: run `nextvox analyze` first")
     row_of = {h: i for i, h in enumerate(hashes)}
     tracks = [t for t in catalogue.tracks(status="analyzed") if t.content_hash in row_of]
     if labels is not None:

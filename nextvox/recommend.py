@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_W_TIMBRE = 1.0
-DEFAULT_W_MELODY = 0.0  # no melody model yet: voices alone decide
+DEFAULT_W_MELODY = 0.0  # voices decide; the melody joins by the user's choice (--melody-weight)
 DEFAULT_PER_ARTIST = 3  # so that a top 10 is never ten songs by one singer
 NEAR_DUPLICATE_SIMILARITY = 0.9  # fingerprints this alike are one recording (see features.recording_fingerprint)
 PERCENTILE_SAMPLE = 4096  # library vectors against which "closer than X% of the library" is measured

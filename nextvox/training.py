@@ -1,4 +1,7 @@
-"""Self-supervised training of the timbre encoder (SimCLR-style, with pitch-shift / time-stretch roles).
+"""Self-supervised training of the timbre encoder and of the TCAE melody autoencoder.
+
+The timbre encoder (SimCLR-style, with pitch-shift / time-stretch roles) is trained by
+:func:`train_timbre`, the TCAE by :func:`train_tcae` (at the end of this file).
 
 No labels are read: the data is a library's log-mel spectrograms (computed once and cached
 by content hash, shared with ``analyze``), and two random views of one excerpt are the only
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings, track_log_mel
 from nextvox.augmentations import ROLES, PitchShift, TimeStretch, ViewAugment, random_crops
@@ -35,10 +39,18 @@ from nextvox.catalogue import Catalogue, resolve_library, scan_library
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache
 from nextvox.losses import NTXentLoss
+from nextvox.models.tcae import DEFAULT_WEIGHTS as DEFAULT_TCAE_WEIGHTS
+from nextvox.models.tcae import TCAE, TCAEConfig
+from nextvox.models.tcae import ProjectionHead as MelodyProjectionHead
+from nextvox.models.tcae import load_weights as load_tcae_weights
+from nextvox.models.tcae import save_weights as save_tcae_weights
 from nextvox.models.timbre import DEFAULT_WEIGHTS, ProjectionHead, TimbreConfig, TimbreEncoder, load_weights, save_weights
 from nextvox.separation import DEFAULT_SEPARATOR
 
-__all__ = ["TrainConfig", "TrainResult", "library_log_mels", "train_timbre", "CHECKPOINT", "WEIGHTS"]
+__all__ = [
+    "TrainConfig", "TrainResult", "library_log_mels", "train_timbre", "CHECKPOINT", "WEIGHTS",
+    "TCAETrainConfig", "TCAE_WEIGHTS", "train_tcae",
+]
 
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume
 WEIGHTS = "timbre.pt"  # the encoder alone: what analyze and evaluate --model load
@@ -356,7 +368,7 @@ def train_timbre(
     return result
 
 
-def plot_losses(losses: list[float], path: Path, *, title: str) -> None:
+def plot_losses(losses: list[float], path: Path, *, title: str, ylabel: str = "NT-Xent loss") -> None:
     """The loss curve (each step, and a running mean over 20) as a PNG."""
     import matplotlib
 
@@ -369,7 +381,7 @@ def plot_losses(losses: list[float], path: Path, *, title: str) -> None:
         smooth = np.convolve(losses, np.ones(20) / 20, mode="valid")
         ax.plot(np.arange(20, len(losses) + 1), smooth, color="C0", label="mean of 20")
     ax.set_xlabel("step")
-    ax.set_ylabel("NT-Xent loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
@@ -380,3 +392,224 @@ def plot_losses(losses: list[float], path: Path, *, title: str) -> None:
 def default_init() -> str | None:
     """The shipped weights, the starting point of ``train`` on a user's library (None when absent)."""
     return str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else None
+
+
+# ==== the TCAE ======================================================================================
+#
+# The plain TCAE (the seed's) learns to reconstruct its input; nothing asks its latent to hold
+# the melody rather than the voice. The improved objective adds, on the pooled melody vector,
+# an NT-Xent term whose two views of one crop are sung in other keys and at other tempi
+# (each view its own pitch shift and time stretch), under other EQ, noise and backgrounds:
+# what stays is the tune.
+
+TCAE_WEIGHTS = "tcae.pt"
+
+
+@dataclass
+class TCAETrainConfig:
+    """One TCAE training run, passed whole; saved in every checkpoint."""
+
+    contrastive_weight: float = 0.0  # 0: the plain reconstruction TCAE; > 0: + key/tempo-invariant NT-Xent
+    crop_frames: int = 384  # 6.1 s: the receptive field (4.1 s) and some context
+    batch_size: int = 32  # crops per step (two views each when contrastive)
+    steps: int = 600
+    lr: float = 2e-3  # peak learning rate of AdamW
+    min_lr: float = 2e-4  # cosine decay ends here
+    warmup_steps: int = 30
+    weight_decay: float = 1e-4
+    temperature: float = 0.1
+    max_semitones: float = 6.0  # key change of a view, up or down: renditions of one tune sit in any key
+    max_rate: float = 1.25  # tempo change of a view, up to this factor either way
+    seed: int = 0
+    bf16: bool = True  # autocast on CPU
+    checkpoint_every: int = 100
+    init_weights: str | None = None  # TCAE weights to fine-tune from; None trains from scratch
+    model: TCAEConfig = field(default_factory=TCAEConfig)
+
+    def check(self) -> None:
+        """Raise NextvoxError for a setting no run can use."""
+        if self.contrastive_weight < 0:
+            raise NextvoxError(f"the contrastive weight must be >= 0, not {self.contrastive_weight}")
+        if self.contrastive_weight > 0 and self.batch_size < 2:
+            raise NextvoxError(f"batch size must be at least 2 for the contrastive term, not {self.batch_size}")
+        if self.steps < 1 or self.crop_frames < 16 or self.batch_size < 1:
+            raise NextvoxError("steps and batch size must be >= 1 and crop frames >= 16")
+
+
+class MelodyViews:
+    """A step's crops: one per excerpt (plain), or two views of the same stretch of song (contrastive)."""
+
+    def __init__(self, config: TCAETrainConfig, excerpts: list[torch.Tensor], backgrounds: list[torch.Tensor]):
+        self.config = config
+        self.excerpts = excerpts
+        self.backgrounds = backgrounds
+        self.stretch = TimeStretch(max_rate=config.max_rate)
+        self.pitch = PitchShift(max_semitones=config.max_semitones)
+        self.augment = ViewAugment()
+
+    @property
+    def min_frames(self) -> int:
+        """Frames an excerpt needs for the longest read (the fastest stretch)."""
+        rate = self.config.max_rate if self.config.contrastive_weight > 0 else 1.0
+        return int(math.ceil(rate * self.config.crop_frames))
+
+    def _view(self, regions: list[torch.Tensor], g: torch.Generator) -> torch.Tensor:
+        """A transformed view of each region, read from its start: (B, F, crop)."""
+        n, crop = len(regions), self.config.crop_frames
+        frames = TimeStretch.source_frames(self.stretch.rates(n, generator=g), crop).tolist()
+        x = self.stretch([r[:, :f] for r, f in zip(regions, frames)], crop)  # (B, F, crop)
+        x = self.pitch(x, self.pitch.semitones(n, generator=g))
+        under = torch.randint(len(self.backgrounds), (n,), generator=g)
+        background = self.stretch(random_crops(self.backgrounds, under, source_frames=torch.full((n,), crop), generator=g), crop)
+        return self.augment(x, background, generator=g)
+
+    def __call__(self, g: torch.Generator) -> torch.Tensor:
+        """(B, F, crop) plain crops, or (2B, F, crop) stacked as [view a, view b]."""
+        c = self.config
+        items = torch.randint(len(self.excerpts), (c.batch_size,), generator=g)
+        regions = random_crops(self.excerpts, items, source_frames=torch.full((c.batch_size,), self.min_frames), generator=g)
+        if c.contrastive_weight <= 0:
+            return torch.stack([r[:, : c.crop_frames] for r in regions])  # (B, F, crop)
+        return torch.cat([self._view(regions, g), self._view(regions, g)])  # (2B, F, crop)
+
+
+def _tcae_config_from_dict(stored: dict) -> TCAETrainConfig:
+    model = dict(stored["model"])
+    model["dilations"] = tuple(model["dilations"])
+    return TCAETrainConfig(**{**stored, "model": TCAEConfig(**model)})
+
+
+def train_tcae(
+    config: TCAETrainConfig,
+    excerpts: list[np.ndarray],
+    *,
+    out_dir: Path,
+    backgrounds: list[np.ndarray] | None = None,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    data_note: str = "",
+) -> TrainResult:
+    """Train (or go on training) the TCAE; write checkpoint, weights, summary and loss plot.
+
+    Parameters
+    ----------
+    config : TCAETrainConfig
+        Ignored when resuming: the checkpoint's own config is used.
+    excerpts : list of np.ndarray, each (N_MELS, T)
+        Log-mel spectrograms of (separated) vocals, in a fixed order.
+    out_dir : Path
+        Holds ``checkpoint.pt``, ``tcae.pt``, ``train.json`` and ``loss.png``.
+    backgrounds : list of np.ndarray, optional
+        Spectrograms mixed under the contrastive views; the excerpts themselves when None.
+    resume : bool
+        Go on from ``out_dir/checkpoint.pt`` exactly.
+    progress : callable(step, steps, loss, crops_per_s), optional
+    data_note : str
+        What the excerpts are, written into ``train.json``.
+
+    Raises
+    ------
+    NextvoxError
+        Bad config, too few usable excerpts, no checkpoint to resume.
+    """
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT
+    checkpoint = None
+    if resume:
+        if not checkpoint_path.is_file():
+            raise NextvoxError(f"nothing to resume: {checkpoint_path} does not exist")
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if "tcae" not in checkpoint:
+            raise NextvoxError(f"{checkpoint_path} is not a TCAE training checkpoint")
+        config = _tcae_config_from_dict(checkpoint["train_config"])
+    config.check()
+
+    # -- data ------------------------------------------------------------------------------------
+    anchors = [torch.from_numpy(np.asarray(x, dtype=np.float16)) for x in excerpts]
+    under = anchors if backgrounds is None else [torch.from_numpy(np.asarray(x, dtype=np.float16)) for x in backgrounds]
+    batcher = MelodyViews(config, anchors, under)
+    anchors = [x for x in anchors if x.shape[1] >= batcher.min_frames]
+    batcher.excerpts = anchors
+    batcher.backgrounds = [x for x in under if x.shape[1] >= config.crop_frames] or anchors
+    if len(anchors) < 2:
+        raise NextvoxError(
+            f"{len(anchors)} excerpts are long enough to train on (at least {batcher.min_frames} frames, "
+            f"{batcher.min_frames / 62.5:.1f} s, are needed); at least 2 are needed"
+        )
+
+    # -- model, loss, optimiser ---------------------------------------------------------------------
+    torch.manual_seed(config.seed)  # initial weights
+    tcae = TCAE(config.model)
+    if config.init_weights and checkpoint is None:
+        start = load_tcae_weights(Path(config.init_weights))
+        if start.config != config.model:
+            raise NextvoxError(f"{config.init_weights} has another model shape than this run's config")
+        tcae.load_state_dict(start.state_dict())
+    head = MelodyProjectionHead(config.model)
+    contrastive = NTXentLoss(config.temperature)
+    optimizer = torch.optim.AdamW([*tcae.parameters(), *head.parameters()], lr=config.lr, weight_decay=config.weight_decay)
+    g = torch.Generator().manual_seed(config.seed)  # every random draw of the data and augmentations
+    step, losses, elapsed = 0, [], 0.0
+    if checkpoint is not None:
+        tcae.load_state_dict(checkpoint["tcae"])
+        head.load_state_dict(checkpoint["head"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        g.set_state(checkpoint["rng"])
+        step, losses, elapsed = checkpoint["step"], list(checkpoint["losses"]), checkpoint["elapsed_s"]
+
+    def save() -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        part = checkpoint_path.with_name(CHECKPOINT + ".part")
+        torch.save({
+            "model_config": asdict(config.model), "train_config": asdict(config), "tcae": tcae.state_dict(),
+            "head": head.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": g.get_state(),
+            "losses": losses, "elapsed_s": elapsed,
+        }, part)  # fmt: skip
+        part.replace(checkpoint_path)
+        save_tcae_weights(out_dir / TCAE_WEIGHTS, tcae)
+
+    # -- loop -------------------------------------------------------------------------------------
+    tcae.train(), head.train()
+    while step < config.steps:
+        t0 = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        crops = batcher(g)  # (B or 2B, F, crop)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            reconstruction, target, latent = tcae(crops)
+        loss = F.mse_loss(reconstruction.float(), target.float())
+        if config.contrastive_weight > 0:
+            z = head(TCAE.pool(latent))  # (2B, projection_dim)
+            loss = loss + config.contrastive_weight * contrastive(*z.chunk(2))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save()
+        if progress:
+            progress(step, config.steps, losses[-1], len(crops) / seconds)
+
+    # -- report -----------------------------------------------------------------------------------
+    tail = losses[-max(1, len(losses) // 10) :]
+    views = 2 if config.contrastive_weight > 0 else 1
+    crops_per_s = views * config.batch_size * step / elapsed if elapsed else 0.0
+    result = TrainResult(out_dir, step, float(np.mean(tail)), elapsed, crops_per_s, len(anchors), losses)
+    objective = "reconstruction MSE" + (f" + {config.contrastive_weight:g} x NT-Xent" if config.contrastive_weight > 0 else "")
+    summary = {
+        "train_config": asdict(config), "steps": step, "final_loss": result.final_loss,
+        "final_loss_note": f"mean {objective} over the last 10 % of steps", "seconds": round(elapsed, 1),
+        "crops_per_s": round(crops_per_s, 1), "n_excerpts": len(anchors), "n_backgrounds": len(batcher.backgrounds),
+        "data": data_note, "receptive_field_frames": tcae.receptive_field, "torch_threads": torch.get_num_threads(),
+    }  # fmt: skip
+    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    plot_losses(losses, out_dir / LOSS_PLOT, title=f"TCAE, {objective}", ylabel="loss")
+    return result
+
+
+def default_tcae_init() -> str | None:
+    """The shipped TCAE weights, the starting point of ``train tcae`` on a user's library (None when absent)."""
+    return str(DEFAULT_TCAE_WEIGHTS) if DEFAULT_TCAE_WEIGHTS.is_file() else None

@@ -12,6 +12,8 @@ import pytest
 
 from factories import voice, write_audio
 from nextvox.models.timbre import DEFAULT_WEIGHTS, TimbreConfig, TimbreEncoder, save_weights, weights_version
+from nextvox.models.tcae import DEFAULT_WEIGHTS as TCAE_WEIGHTS
+from nextvox.models.tcae import weights_version as tcae_weights_version
 from nextvox.errors import NextvoxError
 from nextvox.gender import shipped_head
 from nextvox.evaluation import (
@@ -267,8 +269,9 @@ def test_evaluate_library_result_has_the_contract_shape(evaluated):
 
 def test_missing_embeddings_say_so_instead_of_numbers(evaluated):
     result, _, _ = evaluated
+    # The melody row is the shipped TCAE's, with its version.
     melody = result["embeddings"]["melody"]
-    assert melody["singer_map"] is None and melody["note"] == "no melody model yet"
+    assert melody["model_version"] == tcae_weights_version(TCAE_WEIGHTS) and melody["singer_map"] is not None
     head_row, head = result["gender"]["default_head"], shipped_head()
     if head is None:
         assert head_row["accuracy"] is None and "no shipped gender head" in head_row["note"]
@@ -326,17 +329,31 @@ def test_too_few_analysable_tracks_is_an_error(tiny_library, evaluated, tmp_path
         evaluate_library(tiny_library, labels, data_dir=data_dir, jobs=1)
 
 
-def test_melody_weight_without_a_melody_model_is_not_faked(tiny_library, evaluated):
-    _, data_dir, _ = evaluated
+def test_melody_weight_makes_the_combined_score(tiny_library, evaluated):
+    first, data_dir, _ = evaluated
     result = evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=data_dir, jobs=1, w_melody=0.5)
     combined = result["embeddings"]["combined"]
-    assert combined["singer_map"] is None and "no melody model yet" in combined["note"]
+    assert combined["note"] == "score = 1·cos(timbre) + 0.5·cos(melody)" and combined["singer_map"] is not None
+    only_melody = evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=data_dir, jobs=1, w_timbre=0.0, w_melody=1.0)
+    assert only_melody["embeddings"]["combined"]["singer_map"] == pytest.approx(first["embeddings"]["melody"]["singer_map"])
+
+
+def test_missing_melody_vectors_are_not_faked(tiny_library, evaluated):
+    from nextvox.catalogue import Catalogue
+    from nextvox.evaluation import _project_embeddings
+
+    _, data_dir, _ = evaluated
+    with Catalogue(data_dir, library=tiny_library) as catalogue:
+        hashes = catalogue.vectors("timbre")[0][:3] + ["0" * 32]  # one track the catalogue never analysed
+        embeddings = _project_embeddings(catalogue, hashes, w_timbre=1.0, w_melody=0.5)
+    assert embeddings["melody"].similarity_rows is None and "melody vectors missing for 1 of 4" in embeddings["melody"].note
+    assert embeddings["combined"].similarity_rows is None and "melody vectors missing" in embeddings["combined"].note
 
 
 def test_bad_settings_are_refused(tiny_library, tmp_path):
     with pytest.raises(NextvoxError, match="model folder not found"):
         evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=tmp_path, model_dir=tmp_path / "none")
-    with pytest.raises(NextvoxError, match="no timbre.pt in"):
+    with pytest.raises(NextvoxError, match="no timbre.pt or tcae.pt in"):
         evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=tmp_path, model_dir=tmp_path)
     with pytest.raises(NextvoxError, match="both 0"):
         evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=tmp_path, w_timbre=0.0)

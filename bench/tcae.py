@@ -1,0 +1,207 @@
+"""The TCAE table: the plain reconstruction TCAE against improved variants, measured by ``nextvox evaluate``.
+
+One command, ``.venv/bin/python bench/tcae.py``:
+
+1. reads the log-mels of a ``train``-split library's isolated vocals (what the TCAE learns
+   from) and mixes (backgrounds under the contrastive views), rendering the library first
+   if it is missing;
+2. trains the TCAE from scratch once per variant, every run with the same seed, batch, crop
+   and number of steps;
+3. runs ``evaluate`` (:func:`nextvox.evaluation.evaluate_library` with ``--model``) on the
+   held-out ``eval`` split (singers and melodies never trained on), as mixes and as isolated
+   vocals: melody mAP of each variant beside the ``chroma`` baseline (and the timbre vector)
+   in the same run, and its singer mAP (a melody vector should *not* find the singer);
+4. measures training throughput (crops/s) and inference throughput (120 s excerpts/s, one
+   and two threads) of the model's shape;
+5. writes the table to ``bench/results/tcae.md`` (raw numbers in ``.json``).
+
+The eval library is bench/quality.py's (same options, same work folder), so the two
+benchmarks measure the same songs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nextvox.constants import FRAMES_PER_EXCERPT
+from nextvox.evaluation import evaluate_library
+from nextvox.models.tcae import TCAE, TCAEConfig, load_weights, melody_vector
+from nextvox.training import TCAETrainConfig, library_log_mels, train_tcae
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+# name -> (what it is, contrastive weight, centre_s)
+VARIANTS = {
+    "plain": ("the seed's TCAE: reconstruction only, fixed input scaling", 0.0, 0.0),
+    "centred": ("reconstruction only, each band minus its causal 2 s running mean", 0.0, 2.0),
+    "contrastive": ("centred, + NT-Xent on the melody vector between key- and tempo-changed views", 1.0, 2.0),
+}
+EVAL_WORK = Path(tempfile.gettempdir()) / "nextvox-bench-quality" / "eval-s13-n6-30s-seed2024"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--train-library", type=Path, default=REPO / "build" / "timbre" / "train-lib",
+                        help="a library rendered from the generator's train voice set (songs/, vocals/)")
+    parser.add_argument("--eval-work-dir", type=Path, default=EVAL_WORK,
+                        help="bench/quality.py's work folder of the eval library (rendered there if missing)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to train and compare")
+    parser.add_argument("--steps", type=int, default=400, help="steps of every run")
+    parser.add_argument("--batch-size", type=int, default=32, help="crops per step")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "tcae")
+    parser.add_argument("--out", type=Path, default=RESULTS / "tcae.md")
+    return parser.parse_args(argv)
+
+
+def train_library(library: Path) -> None:
+    """Render the train library (the timbre encoder's, docs/models.md) when it is missing."""
+    if (library / "labels.csv").is_file():
+        return
+    from nextvox.synth import render_library
+
+    print(f"rendering the train library into {library} ...", file=sys.stderr, flush=True)
+    render_library(library, n_singers=50, n_songs=6, seed=7, voice_set="train", max_song_s=20.0)
+
+
+def eval_library(work: Path) -> tuple[Path, Path, Path, Path]:
+    """(mixes library, its labels, vocals library, its labels) of bench/quality.py's default eval split."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import quality
+
+    args = quality.parse_args(["--work-dir", str(work)])
+    labels = quality.render(work / "library", args)
+    vocals, vocal_labels = quality.vocal_library(labels, work / "labels-vocals.csv")
+    return work / "library", labels, vocals, vocal_labels
+
+
+def inference_speed(config: TCAEConfig, *, threads: int, repeats: int = 5) -> float:
+    """120 s excerpts per second through the encoder and the pooling, ``threads`` torch threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        tcae = TCAE(config).eval()
+        excerpt = np.random.default_rng(0).normal(-7, 2, (config.n_mels, FRAMES_PER_EXCERPT)).astype(np.float32)
+        melody_vector(tcae, excerpt, n_valid_frames=FRAMES_PER_EXCERPT)  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            melody_vector(tcae, excerpt, n_valid_frames=FRAMES_PER_EXCERPT)
+        return repeats / (time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def report(name: str):
+    """A training progress callback that prints every 50th step."""
+    def progress(step: int, steps: int, loss: float, crops_per_s: float) -> None:
+        if step % 50 == 0 or step == steps:
+            print(f"  {name}: step {step}/{steps}, loss {loss:.4f}, {crops_per_s:.0f} crops/s", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_train: int, speed: dict) -> str:
+    mixes, vocals = evaluated["mixes"], evaluated["vocals"]
+    receptive = runs[0]["receptive_field_frames"]
+    lines = [
+        "# TCAE: the melody vector, plain against improved",
+        "",
+        f"Measured {datetime.date.today().isoformat()} by `bench/tcae.py --steps {args.steps} --batch-size {args.batch_size}"
+        f" --seed {args.seed}`. Every variant trained from scratch with the same budget ({args.steps} steps of"
+        f" {args.batch_size} crops of {TCAETrainConfig().crop_frames} frames; the contrastive variant sees two views per crop),"
+        f" same seed and data: the isolated vocals of {n_train} songs of the generator's `train` split.",
+        f"Model: {TCAEConfig().channels} channels, latent {TCAEConfig().latent_dim} per frame, dilations"
+        f" {', '.join(map(str, TCAEConfig().dilations))} (kernel {TCAEConfig().kernel_size}) in the encoder and again in the decoder;"
+        f" receptive field {receptive} frames ({receptive / 62.5:.2f} s). Melody vector: mean and standard deviation of each latent"
+        " channel over the song, unit length.",
+        f"Evaluation: `nextvox evaluate --model` on the held-out `eval` split ({mixes['n_tracks']} songs, {mixes['n_singers']} singers,"
+        f" singers and tunes never trained on), mixes (separator `{mixes['settings']['separator']}`) and isolated vocals;"
+        f" {mixes['n_melody_queries']} melody queries. Melody mAP: the query singer's own songs left out, relevant = the same tune."
+        " Singer mAP of a melody vector is better *low*: it should not hear who sings.",
+        "",
+        "| variant | what it is | melody mAP, mixes | melody mAP, vocals | singer mAP, mixes | singer mAP, vocals | final loss | training s | crops/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        m, v = mixes["variants"][run["name"]], vocals["variants"][run["name"]]
+        lines.append(f"| {run['name']} | {VARIANTS[run['name']][0]} | {cell(m['melody_map'])} | {cell(v['melody_map'])} |"
+                     f" {cell(m['singer_map'])} | {cell(v['singer_map'])} | {run['final_loss']:.3f} | {run['seconds']:.0f} | {run['crops_per_s']:.0f} |")
+    for name, note in (("chroma", "baseline: mean chroma, best of 12 transpositions"), ("timbre", "the shipped timbre vector")):
+        m, v = mixes["embeddings"][name], vocals["embeddings"][name]
+        lines.append(f"| *{name}* | {note} | {cell(m['melody_map'])} | {cell(v['melody_map'])} | {cell(m['singer_map'])} | {cell(v['singer_map'])} | | | |")
+    lines.append(f"| *chance* | random ranking | {cell(mixes['chance']['melody_map'])} | {cell(vocals['chance']['melody_map'])} |"
+                 f" {cell(mixes['chance']['singer_map'])} | {cell(vocals['chance']['singer_map'])} | | | |")
+    lines += [
+        "",
+        "Inference (encoder and pooling, float32, one 120 s excerpt of 7501 frames at a time):"
+        f" {speed['1']:.1f} excerpts/s on one thread, {speed['2']:.1f} on two.",
+        "Training throughput: the crops/s column (bf16 autocast, two threads; the contrastive run's crops are its views).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    train_library(args.train_library)
+    vocals = [x for _, x in library_log_mels(args.train_library / "vocals", data_dir=args.work_dir / "train-vocals", separator="none")]
+    mixes = [x for _, x in library_log_mels(args.train_library, data_dir=args.work_dir / "train-mixes", separator="none")]
+
+    runs = []
+    for name in names:
+        _, contrastive_weight, centre_s = VARIANTS[name]
+        config = TCAETrainConfig(contrastive_weight=contrastive_weight, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                                 checkpoint_every=100, model=TCAEConfig(centre_s=centre_s))  # fmt: skip
+        out = args.work_dir / name
+        resume = (out / "checkpoint.pt").is_file()
+        result = train_tcae(config, vocals, out_dir=out, backgrounds=mixes, resume=resume, progress=report(name),
+                            data_note=f"{args.train_library}/vocals, backgrounds {args.train_library}")  # fmt: skip
+        summary = json.loads((out / "train.json").read_text())
+        runs.append({"name": name, "final_loss": result.final_loss, "seconds": result.seconds, "crops_per_s": result.crops_per_s,
+                     "receptive_field_frames": summary["receptive_field_frames"], "out": str(out)})  # fmt: skip
+        print(runs[-1], file=sys.stderr, flush=True)
+
+    library, labels, vocal_library, vocal_labels = eval_library(args.eval_work_dir)
+    evaluated = {}
+    for kind, root, labels_csv, data in (("mixes", library, labels, args.eval_work_dir / "data"),
+                                         ("vocals", vocal_library, vocal_labels, args.eval_work_dir / "data-vocals")):  # fmt: skip
+        base = evaluate_library(root, labels_csv, data_dir=data)
+        base["variants"] = {}
+        for run in runs:
+            measured = evaluate_library(root, labels_csv, data_dir=data, model_dir=Path(run["out"]))
+            base["variants"][run["name"]] = measured["embeddings"]["melody"]
+        evaluated[kind] = base
+        print(kind, {n: (r["melody_map"], r["singer_map"]) for n, r in base["variants"].items()}, file=sys.stderr, flush=True)
+
+    speed = {str(threads): inference_speed(load_weights(Path(runs[-1]["out"]) / "tcae.pt").config, threads=threads) for threads in (1, 2)}
+    text = markdown(runs, evaluated, args, n_train=len(vocals), speed=speed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    raw = {"runs": runs, "speed_excerpts_per_s": speed,
+           "evaluated": {k: {"variants": v["variants"], "chroma": v["embeddings"]["chroma"], "timbre": v["embeddings"]["timbre"],
+                             "chance": v["chance"]} for k, v in evaluated.items()}}  # fmt: skip
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

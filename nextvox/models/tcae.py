@@ -1,0 +1,312 @@
+"""The TCAE (Time Causal AutoEncoder): the melody embedding, read top to bottom.
+
+Input: 48-band log-mel spectrograms (natural log of mel power, as
+:func:`nextvox.features.log_mel` gives), mel bands as channels, frames as time. The encoder
+and the decoder are each a WaveNet stack (van den Oord et al. 2016): a 1 x 1 convolution in,
+then residual layers of *dilated causal* 1-D convolutions (dilations 1, 2, 4, ... per stack,
+a gated tanh x sigmoid unit, a residual and a skip connection each), the sum of the skips
+through two 1 x 1 convolutions out. The encoder maps the log-mel to a **latent sequence** of
+``latent_dim`` channels per frame, the bottleneck; the decoder reconstructs the (normalised)
+log-mel from it. Everything is causal: the latent at frame t depends on frames <= t only
+(tests/test_tcae.py proves it), with a receptive field of :attr:`TCAE.receptive_field` frames.
+
+The **melody vector** pools the latent sequence over the song's valid frames (mean and
+standard deviation per channel), L2-normalised: a bag of local melodic phrases, each as
+long as the receptive field, that two renditions of one tune share.
+
+Two input normalisations, a config choice (``centre_s``), both causal:
+
+- ``centre_s = 0`` (the seed's plain TCAE): a fixed affine map of the log-mel;
+- ``centre_s > 0``: each band minus its causal running mean over about ``centre_s``
+  seconds. A singer's average spectral envelope, the room and the mix's EQ are slowly
+  varying per band, so this removes most of what says *who* sings and keeps the note-to-note
+  movement that says *what* is sung.
+
+The training objective (reconstruction alone, or reconstruction plus a key- and
+tempo-invariant contrastive term on the melody vector) lives in :mod:`nextvox.training`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nextvox.constants import FRAME_RATE_HZ, N_MELS
+from nextvox.errors import NextvoxError
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "TCAEConfig",
+    "CausalConv1d",
+    "ResidualLayer",
+    "WaveNetStack",
+    "TCAE",
+    "ProjectionHead",
+    "save_weights",
+    "load_weights",
+    "cached_tcae",
+    "weights_version",
+    "melody_vector",
+]
+
+#: The weights that ship in the package (docs/models.md: how they were trained, on what).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "tcae.pt"
+LOG_MEL_OFFSET = -7.0  # rough middle of natural-log mel power between the floor (-13.8) and a loud band (~0)
+LOG_MEL_SCALE = 4.0  # rough spread of log-mel values: brings the input to about unit scale
+
+
+@dataclass
+class TCAEConfig:
+    """Shape of the TCAE; saved whole beside the weights."""
+
+    n_mels: int = N_MELS
+    channels: int = 48  # residual channels of every layer
+    skip_channels: int = 48
+    latent_dim: int = 16  # channels per frame of the latent sequence: the bottleneck (48 bands -> 16)
+    kernel_size: int = 3
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # one stack; receptive field 255 frames = 4.1 s
+    n_stacks: int = 1  # stacks in the encoder, and again in the decoder
+    centre_s: float = 0.0  # causal running-mean removal per band (seconds); 0: a fixed affine map (the plain TCAE)
+    projection_dim: int = 64  # the contrastive head's output (training only)
+
+    @property
+    def melody_dim(self) -> int:
+        """Length of the melody vector: the mean and the standard deviation of each latent channel."""
+        return 2 * self.latent_dim
+
+
+class CausalConv1d(nn.Conv1d):
+    """A dilated 1-D convolution padded on the left only: output frame t sees input frames <= t."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, *, dilation: int = 1):
+        super().__init__(c_in, c_out, kernel_size, dilation=dilation)
+        self.left_padding = (kernel_size - 1) * dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, (self.left_padding, 0)))  # (B, C_out, T)
+
+
+class ResidualLayer(nn.Module):
+    """WaveNet's layer: gated dilated causal convolution, then a residual and a skip output."""
+
+    def __init__(self, channels: int, skip_channels: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.dilated = CausalConv1d(channels, 2 * channels, kernel_size, dilation=dilation)
+        self.residual = nn.Conv1d(channels, channels, 1)
+        self.skip = nn.Conv1d(channels, skip_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        filtered, gate = self.dilated(x).chunk(2, dim=1)  # (B, C, T) each
+        h = torch.tanh(filtered) * torch.sigmoid(gate)
+        return x + self.residual(h), self.skip(h)
+
+
+class WaveNetStack(nn.Module):
+    """``c_in`` channels -> ``c_out`` channels per frame, through stacked residual layers."""
+
+    def __init__(self, c_in: int, c_out: int, config: TCAEConfig):
+        super().__init__()
+        self.input = nn.Conv1d(c_in, config.channels, 1)
+        self.layers = nn.ModuleList(
+            ResidualLayer(config.channels, config.skip_channels, config.kernel_size, dilation)
+            for _ in range(config.n_stacks)
+            for dilation in config.dilations
+        )
+        self.output = nn.Sequential(
+            nn.ReLU(), nn.Conv1d(config.skip_channels, config.skip_channels, 1), nn.ReLU(), nn.Conv1d(config.skip_channels, c_out, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input(x)  # (B, C, T)
+        skips = torch.zeros((), dtype=x.dtype)
+        for layer in self.layers:
+            x, skip = layer(x)
+            skips = skips + skip  # (B, C_skip, T)
+        return self.output(skips)  # (B, c_out, T)
+
+
+class TCAE(nn.Module):
+    """Log-mel -> latent sequence -> reconstructed log-mel, all causal.
+
+    Examples
+    --------
+    >>> tcae = TCAE(TCAEConfig()).eval()
+    >>> tcae.receptive_field, round(tcae.receptive_field / 62.5, 2)
+    (255, 4.08)
+    >>> tcae.encode(torch.zeros(2, 48, 300)).shape
+    torch.Size([2, 16, 300])
+    >>> tcae.pool(tcae.encode(torch.zeros(2, 48, 300))).shape
+    torch.Size([2, 32])
+    """
+
+    def __init__(self, config: TCAEConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = WaveNetStack(config.n_mels, config.latent_dim, config)
+        self.decoder = WaveNetStack(config.latent_dim, config.n_mels, config)
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames of input that one latent frame sees (the current one and those before it)."""
+        c = self.config
+        return 1 + c.n_stacks * sum((c.kernel_size - 1) * d for d in c.dilations)
+
+    def normalise(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) natural-log mel power -> the encoder's input, same shape, causally."""
+        if self.config.centre_s <= 0:
+            return (log_mel - LOG_MEL_OFFSET) / LOG_MEL_SCALE
+        return (log_mel - causal_running_mean(log_mel, window_frames=round(self.config.centre_s * FRAME_RATE_HZ))) / LOG_MEL_SCALE
+
+    def encode(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) log-mel -> (B, latent_dim, T) latent sequence."""
+        return self.encoder(self.normalise(log_mel))
+
+    def forward(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstruction, target, latent): the first two (B, n_mels, T), the latent (B, latent_dim, T)."""
+        target = self.normalise(log_mel)
+        latent = self.encoder(target)
+        return self.decoder(latent), target, latent
+
+    @staticmethod
+    def pool(latent: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim, T) -> (B, 2 * latent_dim): mean and standard deviation of each channel over time."""
+        latent = latent.float()
+        return torch.cat([latent.mean(dim=2), latent.std(dim=2, unbiased=False)], dim=1)
+
+
+def causal_running_mean(x: torch.Tensor, *, window_frames: int) -> torch.Tensor:
+    """Mean of each channel over the ``window_frames`` frames ending at each frame (fewer at the start).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (B, C, T)
+    window_frames : int
+        Frames averaged, the current one included.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, C, T)
+
+    Examples
+    --------
+    >>> causal_running_mean(torch.tensor([[[1.0, 3.0, 5.0, 7.0]]]), window_frames=2)
+    tensor([[[1., 2., 4., 6.]]])
+    """
+    # float64: over 7501 frames a float32 running sum of log powers loses the second decimal.
+    total = F.pad(x.double().cumsum(dim=2), (window_frames, 0))  # (B, C, T + w): sums up to each frame, zeros before
+    window_sum = total[..., window_frames:] - total[..., :-window_frames]  # (B, C, T)
+    count = torch.arange(1, x.shape[2] + 1, device=x.device).clamp(max=window_frames)  # (T,)
+    return (window_sum / count).to(x.dtype)
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR's projection g(h) on the melody vector (Chen et al. 2020, section 2.1); training only."""
+
+    def __init__(self, config: TCAEConfig):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(config.melody_dim, 2 * config.melody_dim), nn.ReLU(inplace=True), nn.Linear(2 * config.melody_dim, config.projection_dim)
+        )
+
+    def forward(self, melody: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(melody.float()), dim=1)  # (B, projection_dim), unit length as NT-Xent wants
+
+
+# ---- weights -----------------------------------------------------------------------------------
+
+def save_weights(path: Path, tcae: TCAE) -> None:
+    """Write the TCAE's config and weights (float32), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    state = {name: tensor.detach().float().clone() for name, tensor in tcae.state_dict().items()}
+    torch.save({"kind": "tcae", "config": asdict(tcae.config), "state_dict": state}, part)
+    part.replace(path)
+
+
+def load_weights(path: Path) -> TCAE:
+    """A TCAE in eval mode from a file of :func:`save_weights`.
+
+    Raises
+    ------
+    NextvoxError
+        When the file is missing or is not a TCAE weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NextvoxError(f"TCAE weights not found: {path}")
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        config = dict(stored["config"])
+        config["dilations"] = tuple(config["dilations"])
+        tcae = TCAE(TCAEConfig(**config))
+        tcae.load_state_dict(stored["state_dict"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, EOFError, pickle.UnpicklingError) as error:
+        raise NextvoxError(f"{path} is not TCAE weights ({type(error).__name__}: {error})") from None
+    return tcae.eval()
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size
+
+
+@lru_cache(maxsize=4)
+def _cached_tcae(key: tuple[str, int, int]) -> TCAE:
+    return load_weights(Path(key[0]))
+
+
+def cached_tcae(path: Path) -> TCAE:
+    """:func:`load_weights`, once per process and file version (a changed file is loaded again)."""
+    if not Path(path).is_file():
+        raise NextvoxError(f"TCAE weights not found: {path}")
+    return _cached_tcae(_file_key(path))
+
+
+@lru_cache(maxsize=16)
+def _version(key: tuple[str, int, int]) -> str:
+    return "tcae-" + hashlib.blake2b(Path(key[0]).read_bytes(), digest_size=5).hexdigest()
+
+
+def weights_version(path: Path) -> str:
+    """The model version stored beside every melody vector: ``tcae-`` and 10 hex digits of the file's hash."""
+    return _version(_file_key(path))
+
+
+# ---- inference ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def melody_vector(tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> np.ndarray:
+    """The melody vector of one excerpt: its latent sequence pooled over the valid frames, unit length.
+
+    Parameters
+    ----------
+    tcae : TCAE
+    log_mel_spectrogram : np.ndarray, shape (N_MELS, T)
+    n_valid_frames : int
+        Frames before the padding of a short song; the padding is never looked at.
+
+    Returns
+    -------
+    np.ndarray, shape (2 * latent_dim,), float32, L2 norm 1
+    """
+    if n_valid_frames < 1:
+        raise NextvoxError("an excerpt needs at least one valid frame for a melody vector")
+    x = torch.from_numpy(np.ascontiguousarray(log_mel_spectrogram[:, :n_valid_frames], dtype=np.float32))[None]
+    pooled = TCAE.pool(tcae.encode(x))[0]  # (2 * latent_dim,)
+    return F.normalize(pooled, dim=0).numpy().astype(np.float32)
+
+
+if __name__ == "__main__":
+    model = TCAE(TCAEConfig())
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"TCAE: {n_params / 1e6:.3f} M parameters, latent {model.config.latent_dim} per frame, "
+          f"receptive field {model.receptive_field} frames ({model.receptive_field / FRAME_RATE_HZ:.2f} s)")

@@ -1,0 +1,187 @@
+"""The TCAE melody model: causality, receptive field, pooling, weights, training and analyze's melody vector."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nextvox.constants import FRAME_RATE_HZ, N_MELS
+from nextvox.errors import NextvoxError
+from nextvox.models.tcae import (
+    DEFAULT_WEIGHTS, TCAE, TCAEConfig, causal_running_mean, load_weights, melody_vector, save_weights, weights_version,
+)  # fmt: skip
+from nextvox.training import CHECKPOINT, TCAETrainConfig, library_log_mels, train_tcae
+
+SMALL = TCAEConfig(channels=8, skip_channels=8, latent_dim=4, dilations=(1, 2, 4), projection_dim=8)
+
+
+@pytest.mark.parametrize("centre_s", [0.0, 2.0])
+def test_encoder_is_causal(centre_s):
+    """Changing the input after frame t leaves the latent up to t unchanged (and does change what follows)."""
+    torch.manual_seed(0)
+    tcae = TCAE(TCAEConfig(centre_s=centre_s)).eval()
+    x = torch.randn(1, N_MELS, 600) - 7.0
+    t = 300
+    changed = x.clone()
+    changed[:, :, t + 1 :] = torch.randn(1, N_MELS, 600 - t - 1) - 3.0
+    with torch.no_grad():
+        before, after = tcae.encode(x), tcae.encode(changed)
+        reconstruction_before, _, _ = tcae(x)
+        reconstruction_after, _, _ = tcae(changed)
+    assert torch.allclose(before[:, :, : t + 1], after[:, :, : t + 1], rtol=0, atol=1e-6)
+    assert torch.allclose(reconstruction_before[:, :, : t + 1], reconstruction_after[:, :, : t + 1], rtol=0, atol=1e-6)  # the decoder is causal too
+    assert not torch.allclose(before[:, :, t + 1 :], after[:, :, t + 1 :])
+
+
+def test_receptive_field_is_what_the_model_says():
+    """An impulse at frame s reaches the latent exactly from s to s + receptive_field - 1."""
+    torch.manual_seed(0)
+    tcae = TCAE(TCAEConfig()).eval()
+    assert tcae.receptive_field == 1 + 2 * (1 + 2 + 4 + 8 + 16 + 32 + 64) == 255
+    assert tcae.receptive_field / FRAME_RATE_HZ == pytest.approx(4.08)
+    x = torch.full((1, N_MELS, 800), -7.0)
+    bumped = x.clone()
+    bumped[:, :, 100] += 3.0
+    with torch.no_grad():
+        difference = (tcae.encode(bumped) - tcae.encode(x)).abs().amax(dim=1)[0]  # (T,)
+    reached = torch.nonzero(difference > 0).flatten()
+    assert int(reached.min()) == 100 and int(reached.max()) == 100 + tcae.receptive_field - 1
+
+
+def test_causal_running_mean_removes_a_constant_envelope():
+    x = torch.randn(2, N_MELS, 200)
+    envelope = torch.linspace(-5, 5, N_MELS)[None, :, None]
+    centred = x - causal_running_mean(x, window_frames=50)
+    assert torch.allclose(centred, (x + envelope) - causal_running_mean(x + envelope, window_frames=50), atol=1e-4)
+    assert torch.allclose(causal_running_mean(x, window_frames=1), x)
+
+
+def test_melody_vector_is_unit_length_and_ignores_the_padding():
+    torch.manual_seed(0)
+    tcae = TCAE(SMALL).eval()
+    song = np.random.default_rng(0).normal(-7, 2, (N_MELS, 400)).astype(np.float32)
+    padded = np.concatenate([song, np.full((N_MELS, 300), -13.8, np.float32)], axis=1)
+    vector = melody_vector(tcae, padded, n_valid_frames=400)
+    assert vector.shape == (SMALL.melody_dim,) and vector.dtype == np.float32
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    assert np.allclose(vector, melody_vector(tcae, song, n_valid_frames=400), atol=1e-6)
+    assert not np.allclose(vector, melody_vector(tcae, padded, n_valid_frames=700), atol=1e-3)
+    with pytest.raises(NextvoxError, match="at least one valid frame"):
+        melody_vector(tcae, song, n_valid_frames=0)
+
+
+def test_weights_round_trip_and_version(tmp_path):
+    torch.manual_seed(1)
+    tcae = TCAE(SMALL)
+    save_weights(tmp_path / "tcae.pt", tcae)
+    loaded = load_weights(tmp_path / "tcae.pt")
+    assert loaded.config == SMALL and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(tcae.state_dict().values(), loaded.state_dict().values()))
+    assert weights_version(tmp_path / "tcae.pt").startswith("tcae-") and len(weights_version(tmp_path / "tcae.pt")) == 15
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(NextvoxError, match="not TCAE weights"):
+        load_weights(tmp_path / "bad.pt")
+    with pytest.raises(NextvoxError, match="not found"):
+        load_weights(tmp_path / "absent.pt")
+
+
+def test_shipped_weights_are_small_and_load():
+    assert DEFAULT_WEIGHTS.is_file() and DEFAULT_WEIGHTS.stat().st_size < 3_000_000
+    shipped = load_weights(DEFAULT_WEIGHTS)
+    assert shipped.config.melody_dim >= 16 and shipped.receptive_field >= 2 * FRAME_RATE_HZ
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+TINY = dict(batch_size=4, crop_frames=64, checkpoint_every=2, warmup_steps=2, bf16=False, model=SMALL)
+
+
+@pytest.fixture(scope="module")
+def spectrograms(fixture_library, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tcae-data")
+    return [x for _, x in library_log_mels(fixture_library, data_dir=data_dir, jobs=2)], data_dir
+
+
+@pytest.mark.parametrize("contrastive_weight", [0.0, 1.0])
+def test_training_resumes_exactly_after_an_interruption(spectrograms, tmp_path, contrastive_weight):
+    excerpts, _ = spectrograms
+    config = dict(TINY, contrastive_weight=contrastive_weight, steps=4)
+    straight = train_tcae(TCAETrainConfig(**config), excerpts, out_dir=tmp_path / "straight")
+
+    def stop_after_two(step, steps, loss, rate):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_tcae(TCAETrainConfig(**config), excerpts, out_dir=tmp_path / "cut", progress=stop_after_two)
+    resumed = train_tcae(TCAETrainConfig(), excerpts, out_dir=tmp_path / "cut", resume=True)
+    assert resumed.losses == straight.losses and len(resumed.losses) == 4
+    a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
+    assert all(torch.equal(a["tcae"][k], b["tcae"][k]) for k in a["tcae"])
+    for name in ("tcae.pt", "train.json", "loss.png"):
+        assert (tmp_path / "cut" / name).is_file()
+    assert load_weights(tmp_path / "cut" / "tcae.pt").config == SMALL
+
+
+def test_reconstruction_loss_falls(spectrograms, tmp_path):
+    """The plain TCAE learns: its reconstruction error after 60 steps is well under the first steps'."""
+    excerpts, _ = spectrograms
+    model = TCAEConfig(channels=16, skip_channels=16, latent_dim=8, dilations=(1, 2, 4, 8))
+    config = TCAETrainConfig(**dict(TINY, steps=60, checkpoint_every=60, lr=3e-3, model=model))
+    result = train_tcae(config, excerpts, out_dir=tmp_path)
+    assert np.mean(result.losses[-5:]) < 0.6 * np.mean(result.losses[:3])
+
+
+def test_training_refuses_what_it_cannot_use(spectrograms, tmp_path):
+    excerpts, _ = spectrograms
+    with pytest.raises(NextvoxError, match="contrastive weight"):
+        train_tcae(TCAETrainConfig(**dict(TINY, contrastive_weight=-1.0)), excerpts, out_dir=tmp_path)
+    with pytest.raises(NextvoxError, match="nothing to resume"):
+        train_tcae(TCAETrainConfig(**TINY), excerpts, out_dir=tmp_path / "empty", resume=True)
+    with pytest.raises(NextvoxError, match="long enough"):
+        train_tcae(TCAETrainConfig(**TINY), [x[:, :20] for x in excerpts], out_dir=tmp_path)
+
+
+# ---- analyze and the CLI ------------------------------------------------------------------------
+
+def test_analyze_stores_the_melody_vector(fixture_library, tmp_path):
+    from nextvox.analysis import AnalysisSettings, analyze_library
+    from nextvox.catalogue import Catalogue
+
+    assert analyze_library(fixture_library, data_dir=tmp_path, jobs=2).analyzed == 8
+    with Catalogue(tmp_path, library=fixture_library) as catalogue:
+        _, vectors, versions = catalogue.vectors("melody")
+    assert set(versions) == {weights_version(DEFAULT_WEIGHTS)}
+    assert weights_version(DEFAULT_WEIGHTS) in AnalysisSettings().version
+    assert vectors.shape == (8, load_weights(DEFAULT_WEIGHTS).config.melody_dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_cli_train_tcae_fine_tunes_and_evaluate_measures_it(fixture_library, spectrograms, tmp_path):
+    _, data_dir = spectrograms  # the spectrograms are cached there already
+    command = [sys.executable, "-m", "nextvox", "train", "tcae", str(fixture_library), "--data-dir", str(data_dir),
+               "--steps", "2", "--batch-size", "4", "--crop-frames", "128", "--out", str(tmp_path / "model"), "--json"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["steps"] == 2 and Path(summary["weights"]).name == "tcae.pt"
+    trained = json.loads((tmp_path / "model" / "train.json").read_text())
+    assert trained["train_config"]["init_weights"] == str(DEFAULT_WEIGHTS)
+    assert trained["receptive_field_frames"] == load_weights(DEFAULT_WEIGHTS).receptive_field
+
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "nextvox", "evaluate", str(fixture_library), "--labels", str(fixture_library / "labels.csv"),
+         "--data-dir", str(data_dir), "--model", str(tmp_path / "model"), "--json", str(tmp_path / "eval.json")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads((tmp_path / "eval.json").read_text())
+    melody = result["embeddings"]["melody"]
+    assert melody["model_version"] == weights_version(tmp_path / "model" / "tcae.pt")
+    assert "weights under evaluation" in melody["note"] and melody["singer_map"] is not None
+    assert result["settings"]["tcae_weights"] == str(tmp_path / "model" / "tcae.pt")
