@@ -126,23 +126,27 @@ def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_t
         f"Model: {TCAEConfig().channels} channels, latent {TCAEConfig().latent_dim} per frame, dilations"
         f" {', '.join(map(str, TCAEConfig().dilations))} (kernel {TCAEConfig().kernel_size}) in the encoder and again in the decoder;"
         f" receptive field {receptive} frames ({receptive / 62.5:.2f} s). Melody vector: mean and standard deviation of each latent"
-        " channel over the song, unit length.",
+        " channel over the song, unit length, compared by cosine (what the index searches). Melody sequence: the latent"
+        " sequence, each channel standardised over the song, averaged over 16 frames (256 ms), two songs compared by"
+        " dynamic time warping (1 − mean cosine distance along the best alignment; what `melody` in `evaluate` and the"
+        " recommender's melody similarity use).",
         f"Evaluation: `nextvox evaluate --model` on the held-out `eval` split ({mixes['n_tracks']} songs, {mixes['n_singers']} singers,"
         f" singers and tunes never trained on), mixes (separator `{mixes['settings']['separator']}`) and isolated vocals;"
         f" {mixes['n_melody_queries']} melody queries. Melody mAP: the query singer's own songs left out, relevant = the same tune."
         " Singer mAP of a melody vector is better *low*: it should not hear who sings.",
         "",
-        "| variant | what it is | melody mAP, mixes | melody mAP, vocals | singer mAP, mixes | singer mAP, vocals | final loss | training s | crops/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | what it is | match | melody mAP, mixes | melody mAP, vocals | singer mAP, mixes | singer mAP, vocals | final loss | training s | crops/s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
-        m, v = mixes["variants"][run["name"]], vocals["variants"][run["name"]]
-        lines.append(f"| {run['name']} | {VARIANTS[run['name']][0]} | {cell(m['melody_map'])} | {cell(v['melody_map'])} |"
-                     f" {cell(m['singer_map'])} | {cell(v['singer_map'])} | {run['final_loss']:.3f} | {run['seconds']:.0f} | {run['crops_per_s']:.0f} |")
+        for match, label in (("vector", "melody vector (cosine)"), ("sequence", "melody sequence (DTW)")):
+            m, v = mixes["variants"][run["name"]][match], vocals["variants"][run["name"]][match]
+            lines.append(f"| {run['name']} | {VARIANTS[run['name']][0]} | {label} | {cell(m['melody_map'])} | {cell(v['melody_map'])} |"
+                         f" {cell(m['singer_map'])} | {cell(v['singer_map'])} | {run['final_loss']:.3f} | {run['seconds']:.0f} | {run['crops_per_s']:.0f} |")
     for name, note in (("chroma", "baseline: mean chroma, best of 12 transpositions"), ("timbre", "the shipped timbre vector")):
         m, v = mixes["embeddings"][name], vocals["embeddings"][name]
-        lines.append(f"| *{name}* | {note} | {cell(m['melody_map'])} | {cell(v['melody_map'])} | {cell(m['singer_map'])} | {cell(v['singer_map'])} | | | |")
-    lines.append(f"| *chance* | random ranking | {cell(mixes['chance']['melody_map'])} | {cell(vocals['chance']['melody_map'])} |"
+        lines.append(f"| *{name}* | {note} | cosine | {cell(m['melody_map'])} | {cell(v['melody_map'])} | {cell(m['singer_map'])} | {cell(v['singer_map'])} | | | |")
+    lines.append(f"| *chance* | random ranking | | {cell(mixes['chance']['melody_map'])} | {cell(vocals['chance']['melody_map'])} |"
                  f" {cell(mixes['chance']['singer_map'])} | {cell(vocals['chance']['singer_map'])} | | | |")
     lines += [
         "",
@@ -187,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         base["variants"] = {}
         for run in runs:
             measured = evaluate_library(root, labels_csv, data_dir=data, model_dir=Path(run["out"]))
-            base["variants"][run["name"]] = measured["embeddings"]["melody"]
+            base["variants"][run["name"]] = {"sequence": measured["embeddings"]["melody"], "vector": measured["embeddings"]["melody_vector"]}
         evaluated[kind] = base
-        print(kind, {n: (r["melody_map"], r["singer_map"]) for n, r in base["variants"].items()}, file=sys.stderr, flush=True)
+        print(kind, {n: {m: (r[m]["melody_map"], r[m]["singer_map"]) for m in r} for n, r in base["variants"].items()}, file=sys.stderr, flush=True)
 
     speed = {str(threads): inference_speed(load_weights(Path(runs[-1]["out"]) / "tcae.pt").config, threads=threads) for threads in (1, 2)}
     text = markdown(runs, evaluated, args, n_train=len(vocals), speed=speed)

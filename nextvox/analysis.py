@@ -108,12 +108,13 @@ class AnalysisSettings:
 
 @dataclass
 class TrackAnalysis:
-    """The result of :func:`analyze_track`. ``vectors`` maps a name to (model version, vector)."""
+    """The result of :func:`analyze_track`. ``vectors`` and ``sequences`` map a name to (model version, array)."""
 
     duration_s: float
     excerpt_start_s: float
     excerpt_s: float
     vectors: dict[str, tuple[str, np.ndarray]]
+    sequences: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     seconds_per_stage: dict[str, float] = field(default_factory=dict)
 
 
@@ -132,12 +133,15 @@ class AnalyzeReport:
     gender_note: str | None = None
 
 
-def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, tuple[str, np.ndarray]]:
-    """The vectors of one excerpt's vocal log-mel, by name, with the version of what made them.
+def embed(
+    log_mel_spectrogram: np.ndarray, *, n_valid_frames: int
+) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, tuple[str, np.ndarray]]]:
+    """The vectors and sequences of one excerpt's vocal log-mel, by name, with the version of what made them.
 
-    ``timbre`` is the shipped timbre encoder's vector (:mod:`nextvox.models.timbre`), ``melody``
-    the shipped TCAE's pooled latent (:mod:`nextvox.models.tcae`), each model loaded once per
-    process; ``fingerprint`` tells one recording from another (near-duplicates).
+    Vectors: ``timbre`` is the shipped timbre encoder's vector (:mod:`nextvox.models.timbre`),
+    ``melody`` the shipped TCAE's pooled latent (:mod:`nextvox.models.tcae`), each model loaded
+    once per process; ``fingerprint`` tells one recording from another (near-duplicates).
+    Sequences: ``melody``, the TCAE's latent sequence for order-aware matching.
 
     Parameters
     ----------
@@ -153,12 +157,15 @@ def embed(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> dict[str, 
     version = timbre_model_version()
     timbre_vector = embed_excerpt(cached_encoder(DEFAULT_WEIGHTS), log_mel_spectrogram, n_valid_frames=n_valid_frames,
                                   bf16=INFERENCE_BF16)  # fmt: skip
-    melody = tcae.melody_vector(tcae.cached_tcae(tcae.DEFAULT_WEIGHTS), log_mel_spectrogram, n_valid_frames=n_valid_frames)
-    return {
+    melody_version = melody_model_version()
+    melody, melody_sequence = tcae.melody_vector_and_sequence(tcae.cached_tcae(tcae.DEFAULT_WEIGHTS), log_mel_spectrogram,
+                                                              n_valid_frames=n_valid_frames)  # fmt: skip
+    vectors = {
         "timbre": (version, timbre_vector),
-        "melody": (melody_model_version(), melody),
+        "melody": (melody_version, melody),
         "fingerprint": (FINGERPRINT_VERSION, recording_fingerprint(log_mel_spectrogram, n_valid_frames=n_valid_frames)),
     }
+    return vectors, {"melody": (melody_version, melody_sequence)}
 
 
 def track_log_mel(
@@ -209,13 +216,14 @@ def analyze_track(
     """
     spectrogram, start_s, duration_s, timings = track_log_mel(path, content_hash=content_hash, settings=settings, cache=cache)
     t3 = time.perf_counter()
-    vectors = embed(spectrogram, n_valid_frames=spectrogram.shape[1])
+    vectors, sequences = embed(spectrogram, n_valid_frames=spectrogram.shape[1])
     timings["inference"] = time.perf_counter() - t3
     return TrackAnalysis(
         duration_s=duration_s,
         excerpt_start_s=start_s,
         excerpt_s=min(EXCERPT_S, spectrogram.shape[1] / FRAME_RATE_HZ),
         vectors=vectors,
+        sequences=sequences,
         seconds_per_stage=timings,
     )
 
@@ -405,6 +413,7 @@ def _record(
         excerpt_start_s=result.excerpt_start_s,
         excerpt_s=result.excerpt_s,
         vectors=result.vectors,
+        sequences=result.sequences,
     )
     report.seconds_per_stage["write"] += time.perf_counter() - t0
     for stage, seconds in result.seconds_per_stage.items():

@@ -11,8 +11,11 @@ Tables
     version that produced its vectors. Keyed by content, so a moved or copied file is never
     analysed twice.
 ``vectors``
-    The vectors of an analysis (``timbre``, later ``melody`` ...), float32 blobs, each with
-    the model version that produced it.
+    The vectors of an analysis (``timbre``, ``melody`` ...), float32 blobs, each with the
+    model version that produced it.
+``sequences``
+    Sequences of an analysis (``melody``: (steps, channels) float16), for order-aware
+    matching; each with its model version.
 
 The database runs in WAL mode (readers such as the HTTP server never block the analysis)
 and every change is one transaction, so a killed process leaves the last committed state.
@@ -72,6 +75,14 @@ CREATE TABLE IF NOT EXISTS vectors (
     name TEXT NOT NULL,
     model_version TEXT NOT NULL,
     vector BLOB NOT NULL,
+    PRIMARY KEY (content_hash, name)
+);
+CREATE TABLE IF NOT EXISTS sequences (
+    content_hash TEXT NOT NULL,
+    name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    n_channels INTEGER NOT NULL,
+    sequence BLOB NOT NULL,
     PRIMARY KEY (content_hash, name)
 );
 """
@@ -306,6 +317,18 @@ class Catalogue:
         rows = self._db.execute("SELECT name, vector FROM vectors WHERE content_hash = ?", (content_hash,)).fetchall()
         return {name: np.frombuffer(blob, dtype=np.float32).copy() for name, blob in rows}
 
+    def sequences(self, name: str, content_hashes: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
+        """Stored sequences of one name: content hash -> (model version, (steps, channels) float16); absent ones are left out."""
+        found = {}
+        for digest in dict.fromkeys(content_hashes):
+            row = self._db.execute(
+                "SELECT model_version, n_channels, sequence FROM sequences WHERE content_hash = ? AND name = ?", (digest, name)
+            ).fetchone()
+            if row is not None:
+                version, channels, blob = row
+                found[digest] = (version, np.frombuffer(blob, dtype=np.float16).reshape(-1, channels))
+        return found
+
     # ---- writing -------------------------------------------------------------------------
 
     def record_analysis(
@@ -317,10 +340,12 @@ class Catalogue:
         excerpt_start_s: float,
         excerpt_s: float,
         vectors: dict[str, tuple[str, np.ndarray]],
+        sequences: dict[str, tuple[str, np.ndarray]] | None = None,
     ) -> None:
         """Store an analysis and mark every track with this content analysed, atomically.
 
-        ``vectors`` maps a name to (model version, vector of shape (D,)).
+        ``vectors`` maps a name to (model version, vector of shape (D,)); ``sequences`` a name
+        to (model version, sequence of shape (steps, channels)).
         """
         with self.transaction() as db:
             db.execute(
@@ -332,6 +357,12 @@ class Catalogue:
                 "INSERT INTO vectors VALUES (?, ?, ?, ?)",
                 [(content_hash, name, version, np.asarray(v, dtype=np.float32).tobytes()) for name, (version, v) in vectors.items()],
             )
+            db.execute("DELETE FROM sequences WHERE content_hash = ?", (content_hash,))
+            db.executemany(
+                "INSERT INTO sequences VALUES (?, ?, ?, ?, ?)",
+                [(content_hash, name, version, int(np.shape(x)[1]), np.asarray(x, dtype=np.float16).tobytes())
+                 for name, (version, x) in (sequences or {}).items()],
+            )  # fmt: skip
             db.execute("UPDATE tracks SET status = 'analyzed', error = NULL WHERE content_hash = ?", (content_hash,))
 
     def store_vectors(self, name: str, vectors: dict[str, tuple[str, np.ndarray]]) -> None:
@@ -433,6 +464,7 @@ def scan_library(
         db.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])
         db.executemany("INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("DELETE FROM vectors WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
+        db.execute("DELETE FROM sequences WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
         db.execute("DELETE FROM analyses WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
     return ScanReport(
         total=len(on_disk), new=new, changed=changed, moved=moved, removed=len(removed) - moved,

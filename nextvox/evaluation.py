@@ -89,7 +89,8 @@ BASELINE_VERSIONS = {
     "resemblyzer": "resemblyzer-0.1.4-1",
     "chroma": "chroma-cqt-mean-1",
 }
-PROJECT_EMBEDDINGS = ("timbre", "melody", "combined")
+PROJECT_EMBEDDINGS = ("timbre", "melody", "melody_vector", "combined")
+MAX_SEQUENCE_TRACKS = 2000  # above this, evaluate's melody row is the vector's cosine (the N^2 / 2 sequence matches take too long)
 QUERY_BLOCK = 512  # similarity rows computed at once: 512 x 20,000 float32 is 40 MB
 MAX_GENDER_FOLDS = 50  # beyond this many singers, singers are grouped into this many folds
 CHROMA_HOP_LENGTH = 512  # samples between chroma frames (32 ms)
@@ -775,31 +776,73 @@ def _catalogue_vectors(catalogue: Catalogue, name: str, hashes: list[str]) -> tu
     return matrix[rows], used_versions[0], None
 
 
+def _catalogue_sequences(catalogue: Catalogue, hashes: list[str], *, version: str | None) -> list[np.ndarray] | None:
+    """The melody sequences of ``hashes`` in order, when every one is stored by the model ``version``; else None."""
+    stored = catalogue.sequences("melody", hashes)
+    if version is None or any(stored.get(h, ("",))[0] != version for h in hashes):
+        return None
+    return [stored[h][1] for h in hashes]
+
+
+def sequence_similarity_matrix(sequences: list[np.ndarray], *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Every pair's melody-sequence match (:func:`nextvox.models.tcae.sequence_similarity`), shape (N, N), diagonal 1."""
+    from nextvox.models.tcae import sequence_similarity
+
+    n = len(sequences)
+    matrix = np.eye(n, dtype=np.float32)
+    for i in range(n):
+        for j in range(i + 1, n):
+            matrix[i, j] = matrix[j, i] = sequence_similarity(sequences[i], sequences[j])
+        if progress:
+            progress(i + 1, n)
+    return matrix
+
+
 def _project_embeddings(
     catalogue: Catalogue, hashes: list[str], *, w_timbre: float, w_melody: float,
-    overrides: dict[str, tuple[np.ndarray, str]] | None = None,
+    overrides: dict[str, tuple[np.ndarray, str, list[np.ndarray] | None]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, _Embedding]:  # fmt: skip
-    """``timbre``, ``melody`` and ``combined`` from the catalogue, or rows saying what is missing.
+    """``timbre``, ``melody``, ``melody_vector`` and ``combined`` from the catalogue, or rows saying what is missing.
 
-    ``overrides`` (by name: vectors (N, D) in the order of ``hashes``, model version) replace
-    the catalogue's vectors: other weights under evaluation (``--model``).
+    ``overrides`` (by name: vectors (N, D) in the order of ``hashes``, model version, melody
+    sequences or None) replace the catalogue's: other weights under evaluation (``--model``).
+    ``melody`` is the recommender's melody similarity: the melody sequences' match where
+    every track has a sequence and there are at most MAX_SEQUENCE_TRACKS tracks, else the
+    melody vector's cosine; ``melody_vector`` is the pooled vector alone, what the index searches.
     """
     found: dict[str, tuple[np.ndarray | None, str | None, str | None, str | None]] = {}  # vectors, version, missing, note
+    sequences = None
     for name in ("timbre", "melody"):
         if name in (overrides or {}):
-            vectors, version = overrides[name]
+            vectors, version, override_sequences = overrides[name]
             found[name] = (vectors, version, None, f"weights under evaluation ({version})")
+            sequences = override_sequences if name == "melody" else sequences
         else:
             found[name] = (*_catalogue_vectors(catalogue, name, hashes), None)
+            if name == "melody":
+                sequences = _catalogue_sequences(catalogue, hashes, version=found[name][1])
     embeddings = {
         name: _Embedding(None, None, missing) if vectors is None else _cosine_embedding(vectors, note=note, model_version=version)
         for name, (vectors, version, missing, note) in found.items()
     }
-    (timbre, _, timbre_missing, _), (melody, _, melody_missing, _) = found["timbre"], found["melody"]
+    (timbre, _, timbre_missing, _), (melody, melody_version, melody_missing, melody_note) = found["timbre"], found["melody"]
+    melody_similarity = None  # (N, N) sequence matches, when they can be had
+    embeddings["melody_vector"] = embeddings["melody"]  # the missing row's note, unless replaced below
+    if melody is not None:
+        embeddings["melody_vector"] = _cosine_embedding(melody, note="the pooled melody vector alone (what the index searches)",
+                                                        model_version=melody_version)  # fmt: skip
+        if sequences is not None and len(hashes) <= MAX_SEQUENCE_TRACKS:
+            melody_similarity = sequence_similarity_matrix(sequences, progress=progress)
+            note = "melody sequences matched by dynamic time warping" + (f"; {melody_note}" if melody_note else "")
+            embeddings["melody"] = _Embedding(lambda rows: melody_similarity[rows], _unit_rows(melody), note, melody_version)
+        else:
+            why = "no melody sequences stored" if sequences is None else f"more than {MAX_SEQUENCE_TRACKS} tracks"
+            embeddings["melody"] = _cosine_embedding(melody, note=f"melody vector only ({why})", model_version=melody_version)
 
-    # score = w_t cos(t) + w_m cos(m) is the dot product of [sqrt(w_t) t^, sqrt(w_m) m^]: one
-    # vector per track that both ranks like the recommender and feeds the gender head.
-    formula = f"score = {w_timbre:g}·cos(timbre) + {w_melody:g}·cos(melody)"
+    # score = w_t cos(t) + w_m melody(m). Its features, for the gender head, are
+    # [sqrt(w_t) t^, sqrt(w_m) m^], whose dot product is the score with the melody vectors' cosine.
+    formula = f"score = {w_timbre:g}·cos(timbre) + {w_melody:g}·melody"
     parts, missing = [], []
     for weight, vectors, why in ((w_timbre, timbre, timbre_missing), (w_melody, melody, melody_missing)):
         if weight > 0:
@@ -811,7 +854,12 @@ def _project_embeddings(
         embeddings["combined"] = _Embedding(None, None, f"{formula}; {'; '.join(missing)}")
     else:
         combined = np.concatenate(parts, axis=1)
-        embeddings["combined"] = _Embedding(lambda rows: combined[rows] @ combined.T, combined, formula)
+        if w_melody > 0 and melody_similarity is not None:
+            unit_timbre = _unit_rows(timbre)
+            rows_of = lambda rows: w_timbre * (unit_timbre[rows] @ unit_timbre.T) + w_melody * melody_similarity[rows]  # noqa: E731
+            embeddings["combined"] = _Embedding(rows_of, combined, formula + " (melody sequences matched)")
+        else:
+            embeddings["combined"] = _Embedding(lambda rows: combined[rows] @ combined.T, combined, formula)
     return embeddings
 
 
@@ -853,8 +901,10 @@ def _model_weights(model_dir: Path | None) -> dict[str, Path]:
     return weights
 
 
-def _vectors_from_cache(name: str, weights: Path, hashes: list[str], *, data_dir: Path, separator: str) -> tuple[np.ndarray, str]:
-    """``name`` vectors (N, D) of ``hashes`` by the model in ``weights``, from the cached log-mels; and its version."""
+def _vectors_from_cache(
+    name: str, weights: Path, hashes: list[str], *, data_dir: Path, separator: str
+) -> tuple[np.ndarray, str, list[np.ndarray] | None]:
+    """``name`` vectors (N, D) of ``hashes`` by the model in ``weights``, from the cached log-mels; its version; melody sequences."""
     from nextvox.models import tcae, timbre
 
     if name == "timbre":
@@ -862,15 +912,18 @@ def _vectors_from_cache(name: str, weights: Path, hashes: list[str], *, data_dir
         embed, version, dim = (lambda x: timbre.embed_excerpt(encoder, x, bf16=INFERENCE_BF16)), timbre.weights_version(weights), encoder.embedding_dim
     else:
         model = tcae.load_weights(weights)
-        embed, version, dim = (lambda x: tcae.melody_vector(model, x, n_valid_frames=x.shape[1])), tcae.weights_version(weights), model.config.melody_dim
+        embed, version, dim = (lambda x: tcae.melody_vector_and_sequence(model, x, n_valid_frames=x.shape[1])), tcae.weights_version(weights), model.config.melody_dim
     cache = MelCache(Path(data_dir) / "cache", separator=separator, excerpt_version=EXCERPT_VERSION)
-    vectors = []
+    vectors, sequences = [], []
     for digest in hashes:
         cached = cache.load(digest)
         if cached is None:
             raise NextvoxError(f"the spectrogram cache under {data_dir} lost a track's log-mel: run nextvox analyze again")
-        vectors.append(embed(cached[0]))
-    return np.stack(vectors) if vectors else np.zeros((0, dim), np.float32), version
+        made = embed(cached[0])
+        vectors.append(made if name == "timbre" else made[0])
+        sequences.append(None if name == "timbre" else made[1])
+    matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+    return matrix, version, (sequences if name == "melody" else None)
 
 
 def evaluate_library(
@@ -976,8 +1029,9 @@ def evaluate_library(
         hashes = [tracks[labels.paths[i]].content_hash for i in kept]
         overrides = {name: _vectors_from_cache(name, weights, hashes, data_dir=data_dir, separator=settings.separator_version)
                      for name, weights in model_weights.items()}  # fmt: skip
-        embeddings = _project_embeddings(catalogue, hashes, w_timbre=w_timbre, w_melody=w_melody, overrides=overrides)
-        head_timbre, head_timbre_version, _ = (*overrides["timbre"], None) if "timbre" in overrides else _catalogue_vectors(catalogue, "timbre", hashes)
+        embeddings = _project_embeddings(catalogue, hashes, w_timbre=w_timbre, w_melody=w_melody, overrides=overrides,
+                                         progress=(lambda done, total: progress("melody match", done, total)) if progress else None)
+        head_timbre, head_timbre_version, _ = overrides["timbre"] if "timbre" in overrides else _catalogue_vectors(catalogue, "timbre", hashes)
     finally:
         catalogue.close()
     embeddings["mfcc"] = _cosine_embedding(np.stack([baselines["mfcc"][h] for h in hashes]) if hashes else np.zeros((0, 1)), model_version=BASELINE_VERSIONS["mfcc"])

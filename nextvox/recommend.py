@@ -31,6 +31,7 @@ from nextvox.catalogue import Catalogue, Track, content_hash
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.gender import GENDER_VECTOR, GENDERS
 from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
+from nextvox.models.tcae import sequence_similarity
 
 __all__ = [
     "DEFAULT_W_TIMBRE",
@@ -55,6 +56,9 @@ DEFAULT_PER_ARTIST = 3  # so that a top 10 is never ten songs by one singer
 NEAR_DUPLICATE_SIMILARITY = 0.9  # fingerprints this alike are one recording (see features.recording_fingerprint)
 PERCENTILE_SAMPLE = 4096  # library vectors against which "closer than X% of the library" is measured
 MIN_CANDIDATES = 100  # first candidate pool; grown fourfold while filters leave too few
+# With a melody weight, the first pool is this plus 3k and every candidate in it is matched
+# by its melody sequence (dynamic time warping, ~5-10 ms a pair of 120 s songs).
+MIN_SEQUENCE_CANDIDATES = 30
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Query:
     """One query item: its vectors, and the library track it is (None for an outside file).
 
     ``weight`` is its share in a listening history (the history vector is the weighted mean).
+    ``sequences`` holds its melody sequence (``melody``) where the TCAE made one.
     """
 
     label: str
@@ -71,6 +76,7 @@ class Query:
     artist: str | None
     weight: float = 1.0
     genre: str | None = None
+    sequences: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,12 @@ def query_from_file(path: Path, *, label: str, settings: AnalysisSettings, weigh
     except AudioError as error:
         raise NextvoxError(f"cannot use {label} as a query: {error}") from None
     vectors = {name: vector for name, (_, vector) in analysis.vectors.items()}
-    return Query(label, vectors, content_hash(path), analysis.duration_s, None, weight)
+    sequences = {name: sequence for name, (_, sequence) in analysis.sequences.items()}
+    return Query(label, vectors, content_hash(path), analysis.duration_s, None, weight, sequences=sequences)
+
+
+def _stored_sequences(catalogue: Catalogue, digest: str) -> dict[str, np.ndarray]:
+    return {"melody": sequence for _, sequence in catalogue.sequences("melody", [digest]).values()}
 
 
 def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettings, weight: float = 1.0) -> Query:
@@ -155,7 +166,7 @@ def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettin
     track = _track_at(catalogue, path)
     if track is not None and track.status == "analyzed":
         return Query(track.path, catalogue.vectors_of(track.content_hash), track.content_hash, track.duration_s,
-                     track.artist, weight, track.genre)
+                     track.artist, weight, track.genre, _stored_sequences(catalogue, track.content_hash))
     if track is not None and track.status == "failed":
         raise NextvoxError(f"the query {track.path} failed analysis: {track.error}")
     return query_from_file(path, label=str(query), settings=settings, weight=weight)
@@ -239,7 +250,8 @@ class Recommender:
             raise NextvoxError(f"the track {path} is {track.status}" + (f": {track.error}" if track.error else ""))
         with self.lock:
             vectors = self.catalogue.vectors_of(track.content_hash)
-        return Query(track.path, vectors, track.content_hash, track.duration_s, track.artist, weight, track.genre)
+            sequences = _stored_sequences(self.catalogue, track.content_hash)
+        return Query(track.path, vectors, track.content_hash, track.duration_s, track.artist, weight, track.genre, sequences)
 
     def timbre_vector(self, digest: str) -> np.ndarray:
         """The unit timbre vector of one content, shape (D,)."""
@@ -266,7 +278,10 @@ class Recommender:
         k : int
             Results wanted, at least 1.
         w_timbre, w_melody : float
-            Weights of the timbre and melody cosine similarities in the score, each >= 0.
+            Weights of the timbre and melody similarities in the score, each >= 0. The timbre
+            similarity is a cosine; the melody similarity is the melody sequences' match
+            (:func:`nextvox.models.tcae.sequence_similarity`, averaged over a history) where
+            the query and the candidate have sequences, else the melody vectors' cosine.
         filters : Filters
         diversity : Diversity
         """
@@ -297,9 +312,13 @@ class Recommender:
                 or (filters.gender and self.gender_of(track.content_hash) not in (None, filters.gender))
             )
 
-        pool = MIN_CANDIDATES + 10 * k
+        sequence_queries = [(q.sequences["melody"], q.weight) for q in queries if "melody" in q.sequences]
+        match_sequences = w_melody > 0 and use_melody and len(sequence_queries) == len(queries)
+        pool = MIN_SEQUENCE_CANDIDATES + 3 * k if match_sequences else MIN_CANDIDATES + 10 * k
         while True:
             candidates = self._candidates(timbre_query, melody_query, pool, w_timbre=w_timbre, w_melody=w_melody)
+            if match_sequences:
+                candidates = self._match_sequences(candidates, sequence_queries, w_timbre=w_timbre, w_melody=w_melody)
             eligible = [c for c in candidates if self._attach_track(c, allowed)]
             chosen = _diversify(eligible, self.timbre.matrix, k=k, diversity=diversity,
                                 acceptable=lambda c: not self._near_duplicate(c.track.content_hash, fingerprints))
@@ -307,11 +326,18 @@ class Recommender:
                 break
             pool *= 4
 
+        matched_melody = np.array([c.melody for c in candidates if c.melody is not None], dtype=np.float32)
         results = []
         for c in chosen:
             tags = [_voice_tag(float((sample_timbre < c.timbre).mean()))]
             reason = f"voice closer than {(sample_timbre < c.timbre).mean() * 100:.0f}% of the library (timbre {c.timbre:.2f})"
-            if c.melody is not None and w_melody > 0 and sample_melody is not None:
+            if c.melody is not None and w_melody > 0 and match_sequences:
+                # Sequence matches are not on the vectors' scale: compare with the candidates matched.
+                share = float((matched_melody < c.melody).mean())
+                reason += f"; melody closer than {share * 100:.0f}% of the {len(matched_melody)} songs matched note by note ({c.melody:.2f})"
+                if share >= 0.9:
+                    tags.append("similar melody")
+            elif c.melody is not None and w_melody > 0 and sample_melody is not None:
                 share = float((sample_melody < c.melody).mean())
                 reason += f"; melody closer than {share * 100:.0f}% of the library ({c.melody:.2f})"
                 if share >= 0.9:
@@ -351,6 +377,20 @@ class Recommender:
                        None if np.isnan(melody_similarity[i]) else float(melody_similarity[i]))
             for i in order
         ]
+
+    def _match_sequences(
+        self, candidates: list[_Candidate], queries: list[tuple[np.ndarray, float]], *, w_timbre: float, w_melody: float
+    ) -> list[_Candidate]:
+        """Re-score candidates with the melody sequences' match as their melody similarity, best first."""
+        with self.lock:
+            stored = self.catalogue.sequences("melody", [self.timbre.keys[c.row] for c in candidates])
+        total_weight = sum(weight for _, weight in queries)
+        for c in candidates:
+            found = stored.get(self.timbre.keys[c.row])
+            if found is not None:
+                c.melody = sum(weight * sequence_similarity(query, found[1]) for query, weight in queries) / total_weight
+                c.score = w_timbre * c.timbre + w_melody * c.melody
+        return sorted(candidates, key=lambda c: -c.score)
 
     def _attach_track(self, candidate: _Candidate, allowed: Callable[[Track], bool]) -> bool:
         """Give the candidate the first allowed track holding its content; False when there is none."""

@@ -259,7 +259,7 @@ def test_evaluate_library_result_has_the_contract_shape(evaluated):
     json.dumps(result, allow_nan=False)  # valid JSON: no NaN
     assert result["n_tracks"] == 12 and result["n_singers"] == 4
     assert result["n_failed"] == 1 and result["failed"][0]["path"] == "broken.wav"
-    assert set(result["embeddings"]) == {"timbre", "melody", "combined", "mfcc", "resemblyzer", "chroma"}
+    assert set(result["embeddings"]) == {"timbre", "melody", "melody_vector", "combined", "mfcc", "resemblyzer", "chroma"}
     for row in result["embeddings"].values():
         assert {"singer_map", "singer_p_at_5", "melody_map"} <= set(row)
     assert set(result["gender"]) == {*result["embeddings"], "default_head"}
@@ -269,9 +269,11 @@ def test_evaluate_library_result_has_the_contract_shape(evaluated):
 
 def test_missing_embeddings_say_so_instead_of_numbers(evaluated):
     result, _, _ = evaluated
-    # The melody row is the shipped TCAE's, with its version.
-    melody = result["embeddings"]["melody"]
-    assert melody["model_version"] == tcae_weights_version(TCAE_WEIGHTS) and melody["singer_map"] is not None
+    # The melody rows are the shipped TCAE's, with its version: sequences matched, and the vector alone.
+    melody, vector = result["embeddings"]["melody"], result["embeddings"]["melody_vector"]
+    assert melody["model_version"] == vector["model_version"] == tcae_weights_version(TCAE_WEIGHTS)
+    assert melody["note"] == "melody sequences matched by dynamic time warping" and melody["singer_map"] is not None
+    assert vector["singer_map"] is not None and vector["melody_map"] != melody["melody_map"]
     head_row, head = result["gender"]["default_head"], shipped_head()
     if head is None:
         assert head_row["accuracy"] is None and "no shipped gender head" in head_row["note"]
@@ -310,7 +312,7 @@ def test_second_run_reads_baselines_from_the_cache(tiny_library, evaluated):
 
 def test_table_lists_every_row(evaluated):
     table = format_table(evaluated[0])
-    for name in ("timbre", "melody", "combined", "mfcc", "resemblyzer", "chroma", "*chance*", "default_head"):
+    for name in ("timbre", "melody", "melody_vector", "combined", "mfcc", "resemblyzer", "chroma", "*chance*", "default_head"):
         assert f"| {name} |" in table
     assert "12 tracks, 4 singers (1 labelled track could not be analysed and is left out)." in table
 
@@ -333,7 +335,7 @@ def test_melody_weight_makes_the_combined_score(tiny_library, evaluated):
     first, data_dir, _ = evaluated
     result = evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=data_dir, jobs=1, w_melody=0.5)
     combined = result["embeddings"]["combined"]
-    assert combined["note"] == "score = 1·cos(timbre) + 0.5·cos(melody)" and combined["singer_map"] is not None
+    assert combined["note"] == "score = 1·cos(timbre) + 0.5·melody (melody sequences matched)" and combined["singer_map"] is not None
     only_melody = evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=data_dir, jobs=1, w_timbre=0.0, w_melody=1.0)
     assert only_melody["embeddings"]["combined"]["singer_map"] == pytest.approx(first["embeddings"]["melody"]["singer_map"])
 

@@ -12,7 +12,8 @@ import torch
 from nextvox.constants import FRAME_RATE_HZ, N_MELS
 from nextvox.errors import NextvoxError
 from nextvox.models.tcae import (
-    DEFAULT_WEIGHTS, TCAE, TCAEConfig, causal_running_mean, load_weights, melody_vector, save_weights, weights_version,
+    DEFAULT_WEIGHTS, SEQUENCE_HOP_FRAMES, TCAE, TCAEConfig, causal_running_mean, load_weights, melody_sequence, melody_vector,
+    melody_vector_and_sequence, save_weights, sequence_similarity, weights_version,
 )  # fmt: skip
 from nextvox.training import CHECKPOINT, TCAETrainConfig, library_log_mels, train_tcae
 
@@ -72,6 +73,23 @@ def test_melody_vector_is_unit_length_and_ignores_the_padding():
     assert not np.allclose(vector, melody_vector(tcae, padded, n_valid_frames=700), atol=1e-3)
     with pytest.raises(NextvoxError, match="at least one valid frame"):
         melody_vector(tcae, song, n_valid_frames=0)
+
+
+def test_melody_sequence_is_standardised_and_matched_whatever_the_tempo():
+    torch.manual_seed(0)
+    tcae = TCAE(SMALL).eval()
+    song = np.random.default_rng(0).normal(-7, 2, (N_MELS, 800)).astype(np.float32)
+    sequence = melody_sequence(tcae, song, n_valid_frames=800)
+    assert sequence.shape == (800 // SEQUENCE_HOP_FRAMES, SMALL.latent_dim) and sequence.dtype == np.float16
+    vector, same = melody_vector_and_sequence(tcae, song, n_valid_frames=800)
+    assert np.array_equal(same, sequence) and np.allclose(vector, melody_vector(tcae, song, n_valid_frames=800))
+    # Averaging over hops keeps the mean of the standardised channels at about 0.
+    assert np.abs(sequence.astype(np.float32).mean(axis=0)).max() < 0.05
+    assert melody_sequence(tcae, song[:, :5], n_valid_frames=5).shape == (1, SMALL.latent_dim)  # shorter than a hop
+    other = np.random.default_rng(1).normal(size=sequence.shape).astype(np.float16)
+    slower = np.repeat(sequence, 2, axis=0)  # the same tune at half the tempo
+    assert sequence_similarity(sequence, slower) == pytest.approx(1.0, abs=1e-3)
+    assert sequence_similarity(sequence, other) < 0.5
 
 
 def test_weights_round_trip_and_version(tmp_path):
@@ -160,6 +178,33 @@ def test_analyze_stores_the_melody_vector(fixture_library, tmp_path):
     assert weights_version(DEFAULT_WEIGHTS) in AnalysisSettings().version
     assert vectors.shape == (8, load_weights(DEFAULT_WEIGHTS).config.melody_dim)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    with Catalogue(tmp_path, library=fixture_library) as catalogue:
+        sequences = catalogue.sequences("melody", [t.content_hash for t in catalogue.tracks()])
+    assert len(sequences) == 8
+    assert all(v == weights_version(DEFAULT_WEIGHTS) and x.shape[1] == load_weights(DEFAULT_WEIGHTS).config.latent_dim
+               for v, x in sequences.values())  # fmt: skip
+
+
+def test_melody_weight_ranks_by_the_sequence_match(fixture_library, tmp_path):
+    """With a melody weight, each result's melody similarity is its sequence match with the query, and the score adds it."""
+    from nextvox.analysis import analyze_library
+    from nextvox.catalogue import Catalogue
+    from nextvox.recommend import Diversity, Recommender
+
+    analyze_library(fixture_library, data_dir=tmp_path, jobs=2)
+    with Catalogue(tmp_path, library=fixture_library) as catalogue:
+        recommender = Recommender(catalogue)
+        query = recommender.track_query(catalogue.tracks()[0].path)
+        results = recommender.recommend([query], k=5, w_timbre=1.0, w_melody=0.5, diversity=Diversity(per_artist=None))
+        by_path = {t.path: t.content_hash for t in catalogue.tracks()}
+        stored = catalogue.sequences("melody", by_path.values())
+    assert len(results) == 5
+    for r in results:
+        expected = sequence_similarity(query.sequences["melody"], stored[by_path[r.path]][1])
+        assert r.melody_similarity == pytest.approx(expected, abs=1e-6)
+        assert r.score == pytest.approx(r.timbre_similarity + 0.5 * r.melody_similarity, abs=1e-5)
+        assert "matched note by note" in r.reason
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
 
 
 def test_cli_train_tcae_fine_tunes_and_evaluate_measures_it(fixture_library, spectrograms, tmp_path):
