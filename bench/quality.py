@@ -128,7 +128,9 @@ def markdown(results: dict[str, dict], *, args: argparse.Namespace, seconds: dic
         f" from the generator's `{args.voice_set}` voice set; songs of at most {args.max_song_s:g} s."
         + (" The `eval` split's singers and melodies are held out of every shipped model's training (docs/synth.md)."
            if args.voice_set == "eval" else " This voice set is not held out of training: the numbers flatter the models.")
-        + f" Timbre: the shipped encoder, `{mixes['embeddings']['timbre'].get('model_version')}`."
+        + f" Timbre: the shipped encoder, `{mixes['embeddings']['timbre'].get('model_version')}`;"
+        f" melody: the shipped TCAE, `{mixes['embeddings']['melody'].get('model_version')}`"
+        " (`melody`: its melody sequences matched by dynamic time warping; `melody_vector`: its pooled vector alone)."
         f" Separator: `{mixes['settings']['separator']}`;"
         f" combined score weights: timbre {mixes['settings']['w_timbre']:g}, melody {mixes['settings']['w_melody']:g}.",
         f"Time: rendering {seconds['render']:.0f} s (0 when rendered by an earlier run), evaluating the mixes {seconds['mixes']:.0f} s"

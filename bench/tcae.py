@@ -34,7 +34,7 @@ import torch
 
 from nextvox.constants import FRAMES_PER_EXCERPT
 from nextvox.evaluation import evaluate_library
-from nextvox.models.tcae import TCAE, TCAEConfig, load_weights, melody_vector
+from nextvox.models.tcae import SEQUENCE_HOP_FRAMES, TCAE, TCAEConfig, load_weights, melody_vector, sequence_similarity
 from nextvox.training import TCAETrainConfig, library_log_mels, train_tcae
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-work-dir", type=Path, default=EVAL_WORK,
                         help="bench/quality.py's work folder of the eval library (rendered there if missing)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to train and compare")
-    parser.add_argument("--steps", type=int, default=400, help="steps of every run")
+    parser.add_argument("--steps", type=int, default=2000, help="steps of every run")
     parser.add_argument("--batch-size", type=int, default=32, help="crops per step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "tcae")
@@ -98,6 +98,18 @@ def inference_speed(config: TCAEConfig, *, threads: int, repeats: int = 5) -> fl
         return repeats / (time.perf_counter() - started)
     finally:
         torch.set_num_threads(previous)
+
+
+def matching_speed(config: TCAEConfig, *, song_s: float, repeats: int = 20) -> float:
+    """Milliseconds per melody-sequence match of two songs of ``song_s`` seconds (one thread)."""
+    steps = int(song_s * 62.5) // SEQUENCE_HOP_FRAMES
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(steps, config.latent_dim)).astype(np.float16) for _ in range(2))
+    sequence_similarity(a, b)  # compiles librosa's DTW on first use
+    started = time.perf_counter()
+    for _ in range(repeats):
+        sequence_similarity(a, b)
+    return 1000 * (time.perf_counter() - started) / repeats
 
 
 def report(name: str):
@@ -153,6 +165,8 @@ def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_t
         "Inference (encoder and pooling, float32, one 120 s excerpt of 7501 frames at a time):"
         f" {speed['1']:.1f} excerpts/s on one thread, {speed['2']:.1f} on two.",
         "Training throughput: the crops/s column (bf16 autocast, two threads; the contrastive run's crops are its views).",
+        f"Sequence match (librosa's DTW): {speed['match_30s_ms']:.1f} ms for two 30 s songs, {speed['match_120s_ms']:.1f} ms for two"
+        " 120 s excerpts.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -195,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         evaluated[kind] = base
         print(kind, {n: {m: (r[m]["melody_map"], r[m]["singer_map"]) for m in r} for n, r in base["variants"].items()}, file=sys.stderr, flush=True)
 
-    speed = {str(threads): inference_speed(load_weights(Path(runs[-1]["out"]) / "tcae.pt").config, threads=threads) for threads in (1, 2)}
+    shape = load_weights(Path(runs[-1]["out"]) / "tcae.pt").config
+    speed = {str(threads): inference_speed(shape, threads=threads) for threads in (1, 2)}
+    speed.update(match_30s_ms=matching_speed(shape, song_s=30.0), match_120s_ms=matching_speed(shape, song_s=120.0))
     text = markdown(runs, evaluated, args, n_train=len(vocals), speed=speed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

@@ -468,28 +468,38 @@ def train() -> None:
     """Train a model on a library; `nextvox train timbre|tcae LIBRARY` are self-supervised (no labels)."""
 
 
+def self_supervised_options(model: str) -> Callable:
+    """The options every self-supervised ``train`` command shares; ``model`` names its weights file and default folder."""
+    options = [
+        click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimiser steps."),
+        click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), help="Peak learning rate (default: 2e-3 from scratch, 5e-4 fine-tuning)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data order, augmentations and initial weights."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                     help=f"Folder for checkpoint.pt, {model}.pt, train.json and loss.png. Default: DATA_DIR/models/{model}."),
+        click.option("--resume", is_flag=True, help="Go on from OUT/checkpoint.pt (its own settings are used)."),
+        click.option("--from-scratch", is_flag=True, help="Start from random weights instead of fine-tuning the shipped ones."),
+        click.option("--backgrounds", type=click.Path(path_type=Path),
+                     help="Another library whose songs are mixed under the views (default: LIBRARY's own)."),
+        click.option("--fp32", is_flag=True, help="Train in float32 instead of bfloat16 autocast."),
+        jobs_option, separator_option, json_flag, data_dir_option, click.pass_context,
+    ]  # fmt: skip
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @train.command("timbre", context_settings=CONTEXT)
 @library_argument
 @click.option("--pitch-shift", type=click.Choice(["positive", "negative", "off"]), default="negative", show_default=True,
               help="Role of pitch shift: an ordinary augmentation, an extra negative (Yakura et al. 2022), or unused.")
 @click.option("--time-stretch", type=click.Choice(["positive", "negative", "off"]), default="negative", show_default=True,
               help="Role of time stretch, as for --pitch-shift.")
-@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimiser steps.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=48, show_default=True, help="Excerpts per step.")
-@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), help="Peak learning rate (default: 2e-3 from scratch, 5e-4 fine-tuning).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data order, augmentations and initial weights.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for checkpoint.pt, timbre.pt, train.json and loss.png. Default: DATA_DIR/models/timbre.")
-@click.option("--resume", is_flag=True, help="Go on from OUT/checkpoint.pt (its own settings are used).")
-@click.option("--from-scratch", is_flag=True, help="Start from random weights instead of fine-tuning the shipped ones.")
-@click.option("--backgrounds", type=click.Path(path_type=Path),
-              help="Another library whose songs are mixed under the views (default: LIBRARY's own).")
-@click.option("--fp32", is_flag=True, help="Train in float32 instead of bfloat16 autocast.")
-@jobs_option
-@separator_option
-@json_flag
-@data_dir_option
-@click.pass_context
+@self_supervised_options("timbre")
 def train_timbre_command(
     ctx: click.Context, library: Path, pitch_shift: str, time_stretch: str, steps: int, batch_size: int,
     lr: float | None, seed: int, out: Path | None, resume: bool, from_scratch: bool, backgrounds: Path | None,
@@ -552,24 +562,10 @@ def _train_on_library(
               help="Weight of the key- and tempo-invariant contrastive term; 0 trains the plain reconstruction TCAE.")
 @click.option("--centre-s", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
               help="Seconds of the causal running mean removed from each band (0: a fixed affine input, the plain TCAE).")
-@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimiser steps.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Crops per step.")
 @click.option("--crop-frames", type=click.IntRange(min=16), default=384, show_default=True,
               help="Frames per training crop (62.5 per second); songs shorter than a crop (x1.25 with the contrastive term) are left out.")
-@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), help="Peak learning rate (default: 2e-3 from scratch, 5e-4 fine-tuning).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data order, augmentations and initial weights.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for checkpoint.pt, tcae.pt, train.json and loss.png. Default: DATA_DIR/models/tcae.")
-@click.option("--resume", is_flag=True, help="Go on from OUT/checkpoint.pt (its own settings are used).")
-@click.option("--from-scratch", is_flag=True, help="Start from random weights instead of fine-tuning the shipped ones.")
-@click.option("--backgrounds", type=click.Path(path_type=Path),
-              help="Another library whose songs are mixed under the contrastive views (default: LIBRARY's own).")
-@click.option("--fp32", is_flag=True, help="Train in float32 instead of bfloat16 autocast.")
-@jobs_option
-@separator_option
-@json_flag
-@data_dir_option
-@click.pass_context
+@self_supervised_options("tcae")
 def train_tcae_command(
     ctx: click.Context, library: Path, contrastive_weight: float, centre_s: float, steps: int, batch_size: int,
     crop_frames: int, lr: float | None, seed: int, out: Path | None, resume: bool, from_scratch: bool, backgrounds: Path | None,

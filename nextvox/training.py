@@ -233,6 +233,34 @@ class ContrastiveBatch:
 
 # ---- the run ---------------------------------------------------------------------------------------
 
+def _resume_from(checkpoint_path: Path) -> dict:
+    """A run's checkpoint, to go on from it."""
+    if not checkpoint_path.is_file():
+        raise NextvoxError(f"nothing to resume: {checkpoint_path} does not exist")
+    return torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+
+
+def _batcher(kind: type, config, excerpts: list[np.ndarray], backgrounds: list[np.ndarray] | None):
+    """``kind(config, anchors, backgrounds)`` over the excerpts long enough for its crops (float16 tensors).
+
+    Raises
+    ------
+    NextvoxError
+        When fewer than two excerpts are long enough.
+    """
+    anchors = [torch.from_numpy(np.asarray(x, dtype=np.float16)) for x in excerpts]
+    under = anchors if backgrounds is None else [torch.from_numpy(np.asarray(x, dtype=np.float16)) for x in backgrounds]
+    batcher = kind(config, anchors, under)
+    batcher.excerpts = [x for x in anchors if x.shape[1] >= batcher.min_frames]
+    batcher.backgrounds = [x for x in under if x.shape[1] >= config.crop_frames] or batcher.excerpts
+    if len(batcher.excerpts) < 2:
+        raise NextvoxError(
+            f"{len(batcher.excerpts)} excerpts are long enough to train on (at least {batcher.min_frames} frames, "
+            f"{batcher.min_frames / 62.5:.1f} s, are needed); at least 2 are needed"
+        )
+    return batcher
+
+
 def _config_from_dict(stored: dict) -> TrainConfig:
     model = dict(stored["model"])
     model["channels"] = tuple(model["channels"])
@@ -277,26 +305,14 @@ def train_timbre(
     """
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT
-    checkpoint = None
-    if resume:
-        if not checkpoint_path.is_file():
-            raise NextvoxError(f"nothing to resume: {checkpoint_path} does not exist")
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    checkpoint = _resume_from(checkpoint_path) if resume else None
+    if checkpoint is not None:
         config = _config_from_dict(checkpoint["train_config"])
     config.check()
 
     # -- data ------------------------------------------------------------------------------------
-    anchors = [torch.from_numpy(np.asarray(x, dtype=np.float16)) for x in excerpts]
-    under = anchors if backgrounds is None else [torch.from_numpy(np.asarray(x, dtype=np.float16)) for x in backgrounds]
-    batcher = ContrastiveBatch(config, anchors, under)
-    anchors = [x for x in anchors if x.shape[1] >= batcher.min_frames]
-    batcher.excerpts = anchors
-    batcher.backgrounds = [x for x in under if x.shape[1] >= config.crop_frames] or anchors
-    if len(anchors) < 2:
-        raise NextvoxError(
-            f"{len(anchors)} excerpts are long enough to train on (at least {batcher.min_frames} frames, "
-            f"{batcher.min_frames / 62.5:.1f} s, are needed); at least 2 are needed"
-        )
+    batcher = _batcher(ContrastiveBatch, config, excerpts, backgrounds)
+    anchors = batcher.excerpts
 
     # -- model, loss, optimiser ---------------------------------------------------------------------
     torch.manual_seed(config.seed)  # initial weights
@@ -514,28 +530,16 @@ def train_tcae(
     """
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT
-    checkpoint = None
-    if resume:
-        if not checkpoint_path.is_file():
-            raise NextvoxError(f"nothing to resume: {checkpoint_path} does not exist")
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    checkpoint = _resume_from(checkpoint_path) if resume else None
+    if checkpoint is not None:
         if "tcae" not in checkpoint:
             raise NextvoxError(f"{checkpoint_path} is not a TCAE training checkpoint")
         config = _tcae_config_from_dict(checkpoint["train_config"])
     config.check()
 
     # -- data ------------------------------------------------------------------------------------
-    anchors = [torch.from_numpy(np.asarray(x, dtype=np.float16)) for x in excerpts]
-    under = anchors if backgrounds is None else [torch.from_numpy(np.asarray(x, dtype=np.float16)) for x in backgrounds]
-    batcher = MelodyViews(config, anchors, under)
-    anchors = [x for x in anchors if x.shape[1] >= batcher.min_frames]
-    batcher.excerpts = anchors
-    batcher.backgrounds = [x for x in under if x.shape[1] >= config.crop_frames] or anchors
-    if len(anchors) < 2:
-        raise NextvoxError(
-            f"{len(anchors)} excerpts are long enough to train on (at least {batcher.min_frames} frames, "
-            f"{batcher.min_frames / 62.5:.1f} s, are needed); at least 2 are needed"
-        )
+    batcher = _batcher(MelodyViews, config, excerpts, backgrounds)
+    anchors = batcher.excerpts
 
     # -- model, loss, optimiser ---------------------------------------------------------------------
     torch.manual_seed(config.seed)  # initial weights

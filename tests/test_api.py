@@ -44,6 +44,9 @@ def test_health_and_openapi(served) -> None:
     client, library, _ = served
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["counts"]["analyzed"] >= 9 and health["index"] == "exact"
+    from nextvox.models.tcae import DEFAULT_WEIGHTS, weights_version
+
+    assert health["has_melody"] and health["melody_model_versions"] == [weights_version(DEFAULT_WEIGHTS)]
     paths = client.get("/openapi.json").json()["paths"]
     for route in ("/api/tracks", "/api/similar", "/api/recommend", "/api/query", "/api/radio", "/api/playlists/export",
                   "/api/map", "/api/health", "/api/audio/{path}"):

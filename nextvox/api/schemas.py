@@ -43,6 +43,7 @@ class Health(BaseModel):
     indexed_vectors: int
     index: Literal["exact", "ivf"] = Field(description="exact search, or FAISS IndexIVFFlat above the measured size")
     timbre_model_versions: list[str]
+    melody_model_versions: list[str] = Field(description="TCAE versions of the indexed melody vectors (empty: none)")
     has_melody: bool
     has_genders: bool
 

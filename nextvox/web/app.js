@@ -72,11 +72,16 @@ async function select(path) {
     play(track);
     $("radio-button").disabled = false;
     drawMap();
-    const answer = await api(`/api/similar?k=10&path=${encodeURIComponent(path)}`);
+    const answer = await api(`/api/similar?k=10&w_melody=${melodyWeight()}&path=${encodeURIComponent(path)}`);
     showRecommendations(answer);
   } catch (error) {
     showError($("recommendations"), error);
   }
+}
+
+// The melody's share in the score (0: voices alone); the API weighs timbre 1 beside it.
+function melodyWeight() {
+  return $("melody-weight").value;
 }
 
 function showRecommendations(answer) {
@@ -95,7 +100,7 @@ function showRecommendations(answer) {
 async function upload(file) {
   $("upload-status").textContent = `listening to ${file.name}…`;
   try {
-    const answer = await api(`/api/query?k=10&filename=${encodeURIComponent(file.name)}`,
+    const answer = await api(`/api/query?k=10&w_melody=${melodyWeight()}&filename=${encodeURIComponent(file.name)}`,
       { method: "POST", body: file, headers: { "content-type": file.type || "application/octet-stream" } });
     $("upload-status").textContent = `voices like ${file.name}:`;
     showRecommendations(answer);
@@ -205,6 +210,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("export-m3u8").addEventListener("click", () => exportPlaylist("m3u8"));
   $("export-xspf").addEventListener("click", () => exportPlaylist("xspf"));
   $("color-by").addEventListener("change", drawMap);
+  $("melody-weight").addEventListener("change", () => {
+    $("melody-weight-value").textContent = melodyWeight();
+    if (state.selected) select(state.selected.path);
+  });
   $("map").addEventListener("click", clickMap);
   loadHealth();
   loadTracks();

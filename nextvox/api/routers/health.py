@@ -17,5 +17,6 @@ def health(service: ServiceDep, recommender: RecommenderDep) -> Health:
     return Health(
         status="ok", library=str(service.library), counts=counts, indexed_vectors=len(recommender.timbre),
         index=recommender.timbre.kind, timbre_model_versions=sorted(recommender.timbre.model_versions),
+        melody_model_versions=sorted(recommender.melody.model_versions) if recommender.melody is not None else [],
         has_melody=recommender.melody is not None, has_genders=recommender.has_genders,
     )
