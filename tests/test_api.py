@@ -68,7 +68,11 @@ def test_similar_history_and_upload(served) -> None:
     similar = client.get("/api/similar", params={"path": "low/song0.wav", "k": 2}).json()
     assert [labels[r["path"]] for r in similar["results"]] == ["low", "low"]
     first = similar["results"][0]
-    assert first["melody_similarity"] is None and first["reason"] and first["tags"]
+    assert -1.0 <= first["melody_similarity"] <= 1.0 and first["reason"] and first["tags"]
+    assert "matched note by note" not in first["reason"]
+    with_melody = client.get("/api/similar", params={"path": "low/song0.wav", "k": 2, "w_melody": 0.5}).json()["results"]
+    assert all("matched note by note" in r["reason"] for r in with_melody)
+    assert all(r["score"] == pytest.approx(r["timbre_similarity"] + 0.5 * r["melody_similarity"], abs=1e-5) for r in with_melody)
     history = client.post("/api/recommend", json={
         "history": [{"path": "high/song0.mp3", "weight": 2}, {"path": "high/song1.wav"}], "k": 1,
         "filters": {"gender": "female"}, "diversity": {"per_artist": None}}).json()
@@ -81,6 +85,10 @@ def test_similar_history_and_upload(served) -> None:
     answer = upload.json()
     assert upload.status_code == 200 and "mid/song1.mp3" not in [r["path"] for r in answer["results"]]
     assert labels[answer["results"][0]["path"]] == "mid"
+    # An uploaded recording is matched by its own melody sequence too.
+    upload = client.post("/api/query", params={"filename": "me.mp3", "k": 3, "w_melody": 1.0}, content=data,
+                         headers={"content-type": "audio/mpeg"})  # fmt: skip
+    assert upload.status_code == 200 and all("matched note by note" in r["reason"] for r in upload.json()["results"])
 
 
 def test_radio_and_playlist_export(served) -> None:
