@@ -164,9 +164,10 @@ def test_plot_png_is_a_real_image(trained, tmp_path):
     from PIL import Image
 
     library, data_dir = trained
-    for by in ("gender", "singer"):
-        out = tmp_path / f"{by}.png"
-        args = ["plot", str(library), "--by", by, "--method", "tsne", "--out", str(out), "--data-dir", str(data_dir)]
+    for by, embedding in (("gender", "timbre"), ("singer", "timbre"), ("singer", "melody")):
+        out = tmp_path / f"{by}-{embedding}.png"
+        args = ["plot", str(library), "--by", by, "--embedding", embedding, "--method", "tsne", "--out", str(out),
+                "--data-dir", str(data_dir)]  # fmt: skip
         assert main(args + (["--labels", str(library / "labels.csv")] if by == "singer" else [])) == 0
         with Image.open(out) as image:
             assert image.format == "PNG" and image.size == (800, 600)
