@@ -11,3 +11,5 @@ data=${NEXTVOX_DATA_DIR:-nextvox-data}
 # Ask for voices like the first song of the library's labels.
 query=$(.venv/bin/python -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['path'])" "$library/labels.csv")
 .venv/bin/nextvox recommend "$library" "$library/$query" -k 5 --data-dir "$data"
+# The same, with the melody in the score: songs sung alike and to a like tune.
+.venv/bin/nextvox recommend "$library" "$library/$query" -k 5 --melody-weight 0.5 --data-dir "$data"
