@@ -326,7 +326,8 @@ class Recommender:
                 break
             pool *= 4
 
-        matched_melody = np.array([c.melody for c in candidates if c.melody is not None], dtype=np.float32)
+        matched_melody = np.array([c.melody for c in candidates if c.melody is not None and self.timbre.keys[c.row] not in excluded],
+                                  dtype=np.float32)  # fmt: skip
         results = []
         for c in chosen:
             tags = [_voice_tag(float((sample_timbre < c.timbre).mean()))]
