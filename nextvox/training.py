@@ -240,6 +240,31 @@ def _resume_from(checkpoint_path: Path) -> dict:
     return torch.load(checkpoint_path, map_location="cpu", weights_only=True)
 
 
+def _restore(checkpoint: dict, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+             g: torch.Generator) -> tuple[int, list[float], float]:  # fmt: skip
+    """Load a checkpoint's weights, optimiser and generator state; (step, losses, elapsed seconds)."""
+    for name, module in modules.items():
+        module.load_state_dict(checkpoint[name])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    g.set_state(checkpoint["rng"])
+    return checkpoint["step"], list(checkpoint["losses"]), checkpoint["elapsed_s"]
+
+
+def _save_checkpoint(
+    path: Path, *, config, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, g: torch.Generator,
+    step: int, losses: list[float], elapsed: float,
+) -> None:  # fmt: skip
+    """Everything a run needs to go on exactly (model and run config, weights, optimiser, generator, losses), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    torch.save({
+        "model_config": asdict(config.model), "train_config": asdict(config),
+        **{name: module.state_dict() for name, module in modules.items()},
+        "optimizer": optimizer.state_dict(), "step": step, "rng": g.get_state(), "losses": losses, "elapsed_s": elapsed,
+    }, part)  # fmt: skip
+    part.replace(path)
+
+
 def _batcher(kind: type, config, excerpts: list[np.ndarray], backgrounds: list[np.ndarray] | None):
     """``kind(config, anchors, backgrounds)`` over the excerpts long enough for its crops (float16 tensors).
 
@@ -327,23 +352,12 @@ def train_timbre(
     parameters = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     g = torch.Generator().manual_seed(config.seed)  # every random draw of the data and augmentations
-    step, losses, elapsed = 0, [], 0.0
-    if checkpoint is not None:
-        encoder.load_state_dict(checkpoint["encoder"])
-        head.load_state_dict(checkpoint["head"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        g.set_state(checkpoint["rng"])
-        step, losses, elapsed = checkpoint["step"], list(checkpoint["losses"]), checkpoint["elapsed_s"]
+    modules = {"encoder": encoder, "head": head}
+    step, losses, elapsed = _restore(checkpoint, modules, optimizer, g) if checkpoint is not None else (0, [], 0.0)
 
     def save() -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        part = checkpoint_path.with_name(CHECKPOINT + ".part")
-        torch.save({
-            "model_config": asdict(config.model), "train_config": asdict(config), "encoder": encoder.state_dict(),
-            "head": head.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": g.get_state(),
-            "losses": losses, "elapsed_s": elapsed,
-        }, part)  # fmt: skip
-        part.replace(checkpoint_path)
+        _save_checkpoint(checkpoint_path, config=config, modules=modules, optimizer=optimizer, g=g, step=step, losses=losses,
+                         elapsed=elapsed)  # fmt: skip
         save_weights(out_dir / WEIGHTS, encoder)
 
     # -- loop -------------------------------------------------------------------------------------
@@ -553,23 +567,12 @@ def train_tcae(
     contrastive = NTXentLoss(config.temperature)
     optimizer = torch.optim.AdamW([*tcae.parameters(), *head.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     g = torch.Generator().manual_seed(config.seed)  # every random draw of the data and augmentations
-    step, losses, elapsed = 0, [], 0.0
-    if checkpoint is not None:
-        tcae.load_state_dict(checkpoint["tcae"])
-        head.load_state_dict(checkpoint["head"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        g.set_state(checkpoint["rng"])
-        step, losses, elapsed = checkpoint["step"], list(checkpoint["losses"]), checkpoint["elapsed_s"]
+    modules = {"tcae": tcae, "head": head}
+    step, losses, elapsed = _restore(checkpoint, modules, optimizer, g) if checkpoint is not None else (0, [], 0.0)
 
     def save() -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        part = checkpoint_path.with_name(CHECKPOINT + ".part")
-        torch.save({
-            "model_config": asdict(config.model), "train_config": asdict(config), "tcae": tcae.state_dict(),
-            "head": head.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": g.get_state(),
-            "losses": losses, "elapsed_s": elapsed,
-        }, part)  # fmt: skip
-        part.replace(checkpoint_path)
+        _save_checkpoint(checkpoint_path, config=config, modules=modules, optimizer=optimizer, g=g, step=step, losses=losses,
+                         elapsed=elapsed)  # fmt: skip
         save_tcae_weights(out_dir / TCAE_WEIGHTS, tcae)
 
     # -- loop -------------------------------------------------------------------------------------
