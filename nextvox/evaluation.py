@@ -909,19 +909,26 @@ def _vectors_from_cache(
 
     if name == "timbre":
         encoder = timbre.load_weights(weights)
-        embed, version, dim = (lambda x: timbre.embed_excerpt(encoder, x, bf16=INFERENCE_BF16)), timbre.weights_version(weights), encoder.embedding_dim
+        version, dim = timbre.weights_version(weights), encoder.embedding_dim
+
+        def embed(x: np.ndarray) -> tuple[np.ndarray, None]:
+            return timbre.embed_excerpt(encoder, x, bf16=INFERENCE_BF16), None
     else:
         model = tcae.load_weights(weights)
-        embed, version, dim = (lambda x: tcae.melody_vector_and_sequence(model, x, n_valid_frames=x.shape[1])), tcae.weights_version(weights), model.config.melody_dim
+        version, dim = tcae.weights_version(weights), model.config.melody_dim
+
+        def embed(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return tcae.melody_vector_and_sequence(model, x, n_valid_frames=x.shape[1])
+
     cache = MelCache(Path(data_dir) / "cache", separator=separator, excerpt_version=EXCERPT_VERSION)
     vectors, sequences = [], []
     for digest in hashes:
         cached = cache.load(digest)
         if cached is None:
             raise NextvoxError(f"the spectrogram cache under {data_dir} lost a track's log-mel: run nextvox analyze again")
-        made = embed(cached[0])
-        vectors.append(made if name == "timbre" else made[0])
-        sequences.append(None if name == "timbre" else made[1])
+        vector, sequence = embed(cached[0])
+        vectors.append(vector)
+        sequences.append(sequence)
     matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
     return matrix, version, (sequences if name == "melody" else None)
 

@@ -34,10 +34,8 @@ tempo-invariant contrastive term on the melody vector) lives in :mod:`nextvox.tr
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +45,7 @@ from torch import nn
 
 from nextvox.constants import FRAME_RATE_HZ, N_MELS
 from nextvox.errors import NextvoxError
+from nextvox.models.weights_file import cached_loader, file_digest
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -265,31 +264,13 @@ def load_weights(path: Path) -> TCAE:
     return tcae.eval()
 
 
-def _file_key(path: Path) -> tuple[str, int, int]:
-    stat = Path(path).stat()
-    return str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size
-
-
-@lru_cache(maxsize=4)
-def _cached_tcae(key: tuple[str, int, int]) -> TCAE:
-    return load_weights(Path(key[0]))
-
-
-def cached_tcae(path: Path) -> TCAE:
-    """:func:`load_weights`, once per process and file version (a changed file is loaded again)."""
-    if not Path(path).is_file():
-        raise NextvoxError(f"TCAE weights not found: {path}")
-    return _cached_tcae(_file_key(path))
-
-
-@lru_cache(maxsize=16)
-def _version(key: tuple[str, int, int]) -> str:
-    return "tcae-" + hashlib.blake2b(Path(key[0]).read_bytes(), digest_size=5).hexdigest()
+#: :func:`load_weights`, once per process and file version (a changed file is loaded again).
+cached_tcae = cached_loader(load_weights, what="TCAE weights")
 
 
 def weights_version(path: Path) -> str:
     """The model version stored beside every melody vector: ``tcae-`` and 10 hex digits of the file's hash."""
-    return _version(_file_key(path))
+    return "tcae-" + file_digest(path)
 
 
 # ---- inference ------------------------------------------------------------------------------------

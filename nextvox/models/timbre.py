@@ -22,10 +22,8 @@ overlapping crops (never the padding after a short song), embeds them and averag
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ from torch import nn
 
 from nextvox.constants import N_MELS
 from nextvox.errors import NextvoxError
+from nextvox.models.weights_file import cached_loader, file_digest
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -188,31 +187,13 @@ def load_weights(path: Path) -> TimbreEncoder:
     return encoder.eval()
 
 
-def _file_key(path: Path) -> tuple[str, int, int]:
-    stat = Path(path).stat()
-    return str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size
-
-
-@lru_cache(maxsize=4)
-def _cached_encoder(key: tuple[str, int, int]) -> TimbreEncoder:
-    return load_weights(Path(key[0]))
-
-
-def cached_encoder(path: Path) -> TimbreEncoder:
-    """:func:`load_weights`, once per process and file version (a changed file is loaded again)."""
-    if not Path(path).is_file():
-        raise NextvoxError(f"timbre encoder weights not found: {path}")
-    return _cached_encoder(_file_key(path))
-
-
-@lru_cache(maxsize=16)
-def _version(key: tuple[str, int, int]) -> str:
-    return "timbre-cnn-" + hashlib.blake2b(Path(key[0]).read_bytes(), digest_size=5).hexdigest()
+#: :func:`load_weights`, once per process and file version (a changed file is loaded again).
+cached_encoder = cached_loader(load_weights, what="timbre encoder weights")
 
 
 def weights_version(path: Path) -> str:
     """The model version stored beside every vector: ``timbre-cnn-`` and 10 hex digits of the file's hash."""
-    return _version(_file_key(path))
+    return "timbre-cnn-" + file_digest(path)
 
 
 # ---- inference -----------------------------------------------------------------------------------
