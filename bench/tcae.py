@@ -11,9 +11,13 @@ One command, ``.venv/bin/python bench/tcae.py``:
    held-out ``eval`` split (singers and melodies never trained on), as mixes and as isolated
    vocals: melody mAP of each variant beside the ``chroma`` baseline (and the timbre vector)
    in the same run, and its singer mAP (a melody vector should *not* find the singer);
-4. measures training throughput (crops/s) and inference throughput (120 s excerpts/s, one
+4. measures, beside ``evaluate``'s rows and on the same songs, what the melody similarity is
+   built of and what it replaced: the sequence match alone, the vector that pooled the
+   latent's mean and standard deviation, and the same autocorrelation taken on the log-mel
+   itself (no TCAE: how much of the vector's tune-finding the learned latent adds);
+5. measures training throughput (crops/s) and inference throughput (120 s excerpts/s, one
    and two threads) of the model's shape;
-5. writes the table to ``bench/results/tcae.md`` (raw numbers in ``.json``).
+6. writes the table to ``bench/results/tcae.md`` (raw numbers in ``.json``).
 
 The eval library is bench/quality.py's (same options, same work folder), so the two
 benchmarks measure the same songs.
@@ -32,9 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings
+from nextvox.catalogue import content_hash
 from nextvox.constants import FRAMES_PER_EXCERPT
-from nextvox.evaluation import evaluate_library
-from nextvox.models.tcae import SEQUENCE_HOP_FRAMES, TCAE, TCAEConfig, load_weights, melody_vector, sequence_similarity
+from nextvox.evaluation import cosine_similarity, evaluate_library, melody_retrieval, read_labels, sequence_similarity_matrix, singer_retrieval
+from nextvox.features import MelCache
+from nextvox.models.tcae import (
+    AUTOCORRELATION_LAGS, SEQUENCE_HOP_FRAMES, TCAE, TCAEConfig, load_weights, melody_vector, melody_vector_and_sequence,
+    sequence_autocorrelation, sequence_similarity,
+)  # fmt: skip
 from nextvox.training import TCAETrainConfig, library_log_mels, train_tcae
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,6 +122,40 @@ def matching_speed(config: TCAEConfig, *, song_s: float, repeats: int = 20) -> f
     return 1000 * (time.perf_counter() - started) / repeats
 
 
+def side_matches(weights: Path | None, library: Path, labels_csv: Path, data_dir: Path) -> dict[str, dict[str, float]]:
+    """Melody and singer mAP of the parts ``evaluate`` does not report alone, from the cached log-mels.
+
+    With ``weights``: ``sequence`` (DTW alone) and ``pooled`` (mean and std of the latent,
+    the earlier melody vector). Without: ``log_mel_autocorrelation``, the melody vector's
+    recipe applied to the log-mel bands instead of the latent channels.
+    """
+    labels = read_labels(labels_csv, library=library)
+    cache = MelCache(data_dir / "cache", separator=AnalysisSettings().separator_version, excerpt_version=EXCERPT_VERSION)
+    mels = [cache.load(content_hash(library / path))[0] for path in labels.paths]
+    found = {}
+    if weights is None:
+        vectors = []
+        for mel in mels:
+            steps = mel.shape[1] // SEQUENCE_HOP_FRAMES
+            bands = mel[:, : steps * SEQUENCE_HOP_FRAMES].reshape(mel.shape[0], steps, -1).mean(axis=2).T  # (steps, n_mels)
+            vectors.append(sequence_autocorrelation((bands - bands.mean(axis=0)) / (bands.std(axis=0) + 1e-6)))
+        found["log_mel_autocorrelation"] = cosine_similarity(np.stack(vectors), np.stack(vectors))
+    else:
+        tcae = load_weights(weights)
+        sequences, pooled = [], []
+        with torch.no_grad():
+            for mel in mels:
+                sequences.append(melody_vector_and_sequence(tcae, mel, n_valid_frames=mel.shape[1])[1])
+                pooled.append(TCAE.pool(tcae.encode(torch.from_numpy(mel.astype(np.float32))[None]))[0].numpy())
+        found["sequence"] = sequence_similarity_matrix(sequences)
+        found["pooled"] = cosine_similarity(np.stack(pooled), np.stack(pooled))
+    return {
+        name: {"melody_map": melody_retrieval(sim, singers=labels.singers, melodies=labels.melodies).means()["map"],
+               "singer_map": singer_retrieval(sim, singers=labels.singers).means()["map"]}
+        for name, sim in found.items()
+    }  # fmt: skip
+
+
 def report(name: str):
     """A training progress callback that prints every 50th step."""
     def progress(step: int, steps: int, loss: float, crops_per_s: float) -> None:
@@ -129,7 +173,7 @@ def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_t
     mixes, vocals = evaluated["mixes"], evaluated["vocals"]
     receptive = runs[0]["receptive_field_frames"]
     lines = [
-        "# TCAE: the melody vector, plain against improved",
+        "# TCAE: the melody embedding, plain against improved",
         "",
         f"Measured {datetime.date.today().isoformat()} by `bench/tcae.py --steps {args.steps} --batch-size {args.batch_size}"
         f" --seed {args.seed}`. Every variant trained from scratch with the same budget ({args.steps} steps of"
@@ -137,11 +181,11 @@ def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_t
         f" same seed and data: the isolated vocals of {n_train} songs of the generator's `train` split.",
         f"Model: {TCAEConfig().channels} channels, latent {TCAEConfig().latent_dim} per frame, dilations"
         f" {', '.join(map(str, TCAEConfig().dilations))} (kernel {TCAEConfig().kernel_size}) in the encoder and again in the decoder;"
-        f" receptive field {receptive} frames ({receptive / 62.5:.2f} s). Melody vector: mean and standard deviation of each latent"
-        " channel over the song, unit length, compared by cosine (what the index searches). Melody sequence: the latent"
-        " sequence, each channel standardised over the song, averaged over 16 frames (256 ms), two songs compared by"
-        " dynamic time warping (1 − mean cosine distance along the best alignment; what `melody` in `evaluate` and the"
-        " recommender's melody similarity use).",
+        f" receptive field {receptive} frames ({receptive / 62.5:.2f} s). Melody sequence: the latent sequence, each channel"
+        f" standardised over the song, averaged over {SEQUENCE_HOP_FRAMES} frames ({SEQUENCE_HOP_FRAMES * 16} ms); two songs are"
+        " compared by dynamic time warping (1 − mean cosine distance along the best alignment). Melody vector (what the index"
+        f" searches): the sequence's autocorrelation, each channel at lags 1 … {AUTOCORRELATION_LAGS} steps"
+        f" ({AUTOCORRELATION_LAGS * SEQUENCE_HOP_FRAMES * 16 / 1000:.1f} s), unit length, compared by cosine.",
         f"Evaluation: `nextvox evaluate --model` on the held-out `eval` split ({mixes['n_tracks']} songs, {mixes['n_singers']} singers,"
         f" singers and tunes never trained on), mixes (separator `{mixes['settings']['separator']}`) and isolated vocals;"
         f" {mixes['n_melody_queries']} melody queries. Melody mAP: the query singer's own songs left out, relevant = the same tune."
@@ -150,19 +194,26 @@ def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_t
         "| variant | what it is | match | melody mAP, mixes | melody mAP, vocals | singer mAP, mixes | singer mAP, vocals | final loss | training s | crops/s |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    matches = (("vector", "melody vector: latent autocorrelation (cosine; what the index searches)"),
+               ("sequence", "melody sequence alone (DTW)"),
+               ("combined", "mean of the two (`evaluate`'s `melody`, the recommender's melody similarity)"),
+               ("pooled", "latent mean and std (cosine; the melody vector before this table)"))  # fmt: skip
     for run in runs:
-        for match, label in (("vector", "melody vector (cosine)"), ("sequence", "melody sequence (DTW)")):
+        for match, label in matches:
             m, v = mixes["variants"][run["name"]][match], vocals["variants"][run["name"]][match]
             lines.append(f"| {run['name']} | {VARIANTS[run['name']][0]} | {label} | {cell(m['melody_map'])} | {cell(v['melody_map'])} |"
                          f" {cell(m['singer_map'])} | {cell(v['singer_map'])} | {run['final_loss']:.3f} | {run['seconds']:.0f} | {run['crops_per_s']:.0f} |")
     for name, note in (("chroma", "baseline: mean chroma, best of 12 transpositions"), ("timbre", "the shipped timbre vector")):
         m, v = mixes["embeddings"][name], vocals["embeddings"][name]
         lines.append(f"| *{name}* | {note} | cosine | {cell(m['melody_map'])} | {cell(v['melody_map'])} | {cell(m['singer_map'])} | {cell(v['singer_map'])} | | | |")
+    m, v = mixes["controls"]["log_mel_autocorrelation"], vocals["controls"]["log_mel_autocorrelation"]
+    lines.append(f"| *log-mel autocorrelation* | control: the melody vector's recipe on the 48 log-mel bands, no TCAE | cosine |"
+                 f" {cell(m['melody_map'])} | {cell(v['melody_map'])} | {cell(m['singer_map'])} | {cell(v['singer_map'])} | | | |")
     lines.append(f"| *chance* | random ranking | | {cell(mixes['chance']['melody_map'])} | {cell(vocals['chance']['melody_map'])} |"
                  f" {cell(mixes['chance']['singer_map'])} | {cell(vocals['chance']['singer_map'])} | | | |")
     lines += [
         "",
-        "Inference (encoder and pooling, float32, one 120 s excerpt of 7501 frames at a time):"
+        "Inference (encoder, sequence and vector, float32, one 120 s excerpt of 7501 frames at a time):"
         f" {speed['1']:.1f} excerpts/s on one thread, {speed['2']:.1f} on two.",
         "Training throughput: the crops/s column (bf16 autocast, two threads; the contrastive run's crops are its views).",
         f"Sequence match (librosa's DTW): {speed['match_30s_ms']:.1f} ms for two 30 s songs, {speed['match_120s_ms']:.1f} ms for two"
@@ -205,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         base["variants"] = {}
         for run in runs:
             measured = evaluate_library(root, labels_csv, data_dir=data, model_dir=Path(run["out"]))
-            base["variants"][run["name"]] = {"sequence": measured["embeddings"]["melody"], "vector": measured["embeddings"]["melody_vector"]}
+            base["variants"][run["name"]] = {"combined": measured["embeddings"]["melody"], "vector": measured["embeddings"]["melody_vector"],
+                                             **side_matches(Path(run["out"]) / "tcae.pt", root, labels_csv, data)}  # fmt: skip
+        base["controls"] = side_matches(None, root, labels_csv, data)
         evaluated[kind] = base
-        print(kind, {n: {m: (r[m]["melody_map"], r[m]["singer_map"]) for m in r} for n, r in base["variants"].items()}, file=sys.stderr, flush=True)
+        print(kind, {n: {m: (r[m]["melody_map"], r[m]["singer_map"]) for m in r} for n, r in base["variants"].items()}, base["controls"],
+              file=sys.stderr, flush=True)  # fmt: skip
 
     shape = load_weights(Path(runs[-1]["out"]) / "tcae.pt").config
     speed = {str(threads): inference_speed(shape, threads=threads) for threads in (1, 2)}
@@ -216,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     raw = {"runs": runs, "speed_excerpts_per_s": speed,
-           "evaluated": {k: {"variants": v["variants"], "chroma": v["embeddings"]["chroma"], "timbre": v["embeddings"]["timbre"],
+           "evaluated": {k: {"variants": v["variants"], "controls": v["controls"], "chroma": v["embeddings"]["chroma"], "timbre": v["embeddings"]["timbre"],
                              "chance": v["chance"]} for k, v in evaluated.items()}}  # fmt: skip
     args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
     print(text)

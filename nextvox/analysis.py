@@ -27,7 +27,7 @@ from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint
 from nextvox.gender import active_head, predict_library_genders
 from nextvox.models import tcae
-from nextvox.models.tcae import SEQUENCE_HOP_FRAMES
+from nextvox.models.tcae import AUTOCORRELATION_LAGS, SEQUENCE_HOP_FRAMES
 from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
 from nextvox.separation import DEFAULT_SEPARATOR, separate, separator_version
 
@@ -104,7 +104,7 @@ class AnalysisSettings:
     @property
     def version(self) -> str:
         return (f"excerpt{EXCERPT_VERSION}/sep-{self.separator_version}/{timbre_model_version()}/{melody_model_version()}"
-                f"-seq{SEQUENCE_HOP_FRAMES}/{FINGERPRINT_VERSION}")
+                f"-seq{SEQUENCE_HOP_FRAMES}-ac{AUTOCORRELATION_LAGS}/{FINGERPRINT_VERSION}")
 
 
 @dataclass

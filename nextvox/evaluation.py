@@ -55,6 +55,7 @@ from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import AudioError, MissingDependencyError, NextvoxError
 from nextvox.features import MelCache, log_mel, mfcc_statistics
 from nextvox.gender import head_scores, shipped_head
+from nextvox.models import tcae, timbre
 from nextvox.separation import DEFAULT_SEPARATOR
 
 __all__ = [
@@ -786,13 +787,11 @@ def _catalogue_sequences(catalogue: Catalogue, hashes: list[str], *, version: st
 
 def sequence_similarity_matrix(sequences: list[np.ndarray], *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Every pair's melody-sequence match (:func:`nextvox.models.tcae.sequence_similarity`), shape (N, N), diagonal 1."""
-    from nextvox.models.tcae import sequence_similarity
-
     n = len(sequences)
     matrix = np.eye(n, dtype=np.float32)
     for i in range(n):
         for j in range(i + 1, n):
-            matrix[i, j] = matrix[j, i] = sequence_similarity(sequences[i], sequences[j])
+            matrix[i, j] = matrix[j, i] = tcae.sequence_similarity(sequences[i], sequences[j])
         if progress:
             progress(i + 1, n)
     return matrix
@@ -807,9 +806,10 @@ def _project_embeddings(
 
     ``overrides`` (by name: vectors (N, D) in the order of ``hashes``, model version, melody
     sequences or None) replace the catalogue's: other weights under evaluation (``--model``).
-    ``melody`` is the recommender's melody similarity: the melody sequences' match where
-    every track has a sequence and there are at most MAX_SEQUENCE_TRACKS tracks, else the
-    melody vector's cosine; ``melody_vector`` is the pooled vector alone, what the index searches.
+    ``melody`` is the recommender's melody similarity: the mean of the melody vectors' cosine and
+    the sequences' match where every track has a sequence and there are at most
+    MAX_SEQUENCE_TRACKS tracks, else the vectors' cosine; ``melody_vector`` is the vector
+    alone, what the index searches.
     """
     found: dict[str, tuple[np.ndarray | None, str | None, str | None, str | None]] = {}  # vectors, version, missing, note
     sequences = None
@@ -830,11 +830,13 @@ def _project_embeddings(
     melody_similarity = None  # (N, N) sequence matches, when they can be had
     embeddings["melody_vector"] = embeddings["melody"]  # the missing row's note, unless replaced below
     if melody is not None:
-        embeddings["melody_vector"] = _cosine_embedding(melody, note="the pooled melody vector alone (what the index searches)",
+        embeddings["melody_vector"] = _cosine_embedding(melody, note="the melody vector alone (what the index searches)",
                                                         model_version=melody_version)  # fmt: skip
         if sequences is not None and len(hashes) <= MAX_SEQUENCE_TRACKS:
-            melody_similarity = sequence_similarity_matrix(sequences, progress=progress)
-            note = "melody sequences matched by dynamic time warping" + (f"; {melody_note}" if melody_note else "")
+            unit_melody = _unit_rows(melody)
+            melody_similarity = tcae.melody_similarity(unit_melody @ unit_melody.T, sequence_similarity_matrix(sequences, progress=progress))
+            note = ("mean of the melody vectors' cosine and the sequences' match by dynamic time warping"
+                    + (f"; {melody_note}" if melody_note else ""))
             embeddings["melody"] = _Embedding(lambda rows: melody_similarity[rows], _unit_rows(melody), note, melody_version)
         else:
             why = "no melody sequences stored" if sequences is None else f"more than {MAX_SEQUENCE_TRACKS} tracks"
@@ -905,8 +907,6 @@ def _vectors_from_cache(
     name: str, weights: Path, hashes: list[str], *, data_dir: Path, separator: str
 ) -> tuple[np.ndarray, str, list[np.ndarray] | None]:
     """``name`` vectors (N, D) of ``hashes`` by the model in ``weights``, from the cached log-mels; its version; melody sequences."""
-    from nextvox.models import tcae, timbre
-
     if name == "timbre":
         encoder = timbre.load_weights(weights)
         version, dim = timbre.weights_version(weights), encoder.embedding_dim

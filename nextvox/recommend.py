@@ -31,7 +31,7 @@ from nextvox.catalogue import Catalogue, Track, content_hash
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.gender import GENDER_VECTOR, GENDERS
 from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
-from nextvox.models.tcae import sequence_similarity
+from nextvox.models.tcae import melody_similarity, sequence_similarity
 
 __all__ = [
     "DEFAULT_W_TIMBRE",
@@ -279,9 +279,10 @@ class Recommender:
             Results wanted, at least 1.
         w_timbre, w_melody : float
             Weights of the timbre and melody similarities in the score, each >= 0. The timbre
-            similarity is a cosine; the melody similarity is the melody sequences' match
-            (:func:`nextvox.models.tcae.sequence_similarity`, averaged over a history) where
-            the query and the candidate have sequences, else the melody vectors' cosine.
+            similarity is a cosine; the melody similarity is
+            :func:`nextvox.models.tcae.melody_similarity` (the mean of the melody vectors'
+            cosine and the sequences' match, averaged over a history) where the query and the
+            candidate have sequences, else the melody vectors' cosine.
         filters : Filters
         diversity : Diversity
         """
@@ -382,14 +383,15 @@ class Recommender:
     def _match_sequences(
         self, candidates: list[_Candidate], queries: list[tuple[np.ndarray, float]], *, w_timbre: float, w_melody: float
     ) -> list[_Candidate]:
-        """Re-score candidates with the melody sequences' match as their melody similarity, best first."""
+        """Re-score candidates with their melody sequences' match folded into their melody similarity, best first."""
         with self.lock:
             stored = self.catalogue.sequences("melody", [self.timbre.keys[c.row] for c in candidates])
         total_weight = sum(weight for _, weight in queries)
         for c in candidates:
             found = stored.get(self.timbre.keys[c.row])
             if found is not None:
-                c.melody = sum(weight * sequence_similarity(query, found[1]) for query, weight in queries) / total_weight
+                match = sum(weight * sequence_similarity(query, found[1]) for query, weight in queries) / total_weight
+                c.melody = match if c.melody is None else float(melody_similarity(c.melody, match))
                 c.score = w_timbre * c.timbre + w_melody * c.melody
         return sorted(candidates, key=lambda c: -c.score)
 

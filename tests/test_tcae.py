@@ -12,8 +12,9 @@ import torch
 from nextvox.constants import FRAME_RATE_HZ, N_MELS
 from nextvox.errors import NextvoxError
 from nextvox.models.tcae import (
-    DEFAULT_WEIGHTS, SEQUENCE_HOP_FRAMES, TCAE, TCAEConfig, causal_running_mean, load_weights, melody_sequence, melody_vector,
-    melody_vector_and_sequence, save_weights, sequence_similarity, weights_version,
+    AUTOCORRELATION_LAGS, DEFAULT_WEIGHTS, SEQUENCE_HOP_FRAMES, TCAE, TCAEConfig, causal_running_mean, load_weights,
+    melody_sequence, melody_similarity, melody_vector, melody_vector_and_sequence, save_weights, sequence_autocorrelation,
+    sequence_similarity, weights_version,
 )  # fmt: skip
 from nextvox.training import CHECKPOINT, TCAETrainConfig, library_log_mels, train_tcae
 
@@ -73,6 +74,22 @@ def test_melody_vector_is_unit_length_and_ignores_the_padding():
     assert not np.allclose(vector, melody_vector(tcae, padded, n_valid_frames=700), atol=1e-3)
     with pytest.raises(NextvoxError, match="at least one valid frame"):
         melody_vector(tcae, song, n_valid_frames=0)
+
+
+def test_melody_vector_hears_how_a_phrase_recurs_wherever_the_song_starts():
+    rng = np.random.default_rng(0)
+    phrase = rng.normal(size=(12, 4))  # a 3 s phrase of 12 steps, sung over and over
+    song = np.tile(phrase, (10, 1)) + 0.1 * rng.normal(size=(120, 4))
+    vector = sequence_autocorrelation(song)
+    assert vector.shape == (4 * AUTOCORRELATION_LAGS,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-6)
+    by_lag = vector.reshape(AUTOCORRELATION_LAGS, 4).sum(axis=1)
+    assert set(np.argsort(-by_lag)[:2] + 1) == {12, 24}  # the phrase's period and its double
+    later = sequence_autocorrelation(song[5:])  # the same song heard from 1.3 s in
+    other = sequence_autocorrelation(np.tile(rng.normal(size=(7, 4)), (17, 1)))  # another phrase, another period
+    assert later @ vector > 0.99 and other @ vector < 0.5
+    # Lags longer than the song are 0; a one-step song has no autocorrelation at all.
+    assert not sequence_autocorrelation(song[:10]).reshape(AUTOCORRELATION_LAGS, 4)[9:].any()
+    assert not sequence_autocorrelation(song[:1]).any()
 
 
 def test_melody_sequence_is_standardised_and_matched_whatever_the_tempo():
@@ -185,8 +202,8 @@ def test_analyze_stores_the_melody_vector(fixture_library, tmp_path):
                for v, x in sequences.values())  # fmt: skip
 
 
-def test_melody_weight_ranks_by_the_sequence_match(fixture_library, tmp_path):
-    """With a melody weight, each result's melody similarity is its sequence match with the query, and the score adds it."""
+def test_melody_weight_ranks_by_the_vector_and_sequence_match(fixture_library, tmp_path):
+    """With a melody weight, each result's melody similarity is the mean of its vector cosine and its sequence match."""
     from nextvox.analysis import analyze_library
     from nextvox.catalogue import Catalogue
     from nextvox.recommend import Diversity, Recommender
@@ -198,9 +215,12 @@ def test_melody_weight_ranks_by_the_sequence_match(fixture_library, tmp_path):
         results = recommender.recommend([query], k=5, w_timbre=1.0, w_melody=0.5, diversity=Diversity(per_artist=None))
         by_path = {t.path: t.content_hash for t in catalogue.tracks()}
         stored = catalogue.sequences("melody", by_path.values())
+        vectors = {digest: catalogue.vectors_of(digest)["melody"] for digest in by_path.values()}
     assert len(results) == 5
     for r in results:
-        expected = sequence_similarity(query.sequences["melody"], stored[by_path[r.path]][1])
+        digest = by_path[r.path]
+        expected = melody_similarity(float(vectors[digest] @ query.vectors["melody"]),
+                                     sequence_similarity(query.sequences["melody"], stored[digest][1]))  # fmt: skip
         assert r.melody_similarity == pytest.approx(expected, abs=1e-6)
         assert r.score == pytest.approx(r.timbre_similarity + 0.5 * r.melody_similarity, abs=1e-5)
         assert "matched note by note" in r.reason

@@ -10,15 +10,16 @@ through two 1 x 1 convolutions out. The encoder maps the log-mel to a **latent s
 log-mel from it. Everything is causal: the latent at frame t depends on frames <= t only
 (tests/test_tcae.py proves it), with a receptive field of :attr:`TCAE.receptive_field` frames.
 
-The **melody vector** pools the latent sequence over the song's valid frames (mean and
-standard deviation per channel), L2-normalised: a bag of local melodic phrases, each as
-long as the receptive field, that two renditions of one tune share. It is what the vector
-index searches. The **melody sequence** keeps the order: the latent sequence with each
-channel standardised over the song (what stays the same all song long, the voice above
-all, is removed) and averaged over ``SEQUENCE_HOP_FRAMES``. Two songs' sequences are
-compared by dynamic time warping (:func:`sequence_similarity`), which absorbs tempo
-differences; on the held-out songs this order-aware match found the same tune sung by
-another singer far better than the pooled vector (bench/results/tcae.md).
+The **melody sequence** is the latent sequence with each channel standardised over the song
+(what stays the same all song long, the voice above all, is removed) and averaged over
+``SEQUENCE_HOP_FRAMES``. Two songs' sequences are compared by dynamic time warping
+(:func:`sequence_similarity`), which absorbs tempo differences. The **melody vector**, what
+the vector index searches, is the sequence's autocorrelation: for each latent channel, how
+much it resembles itself ``1 ... AUTOCORRELATION_LAGS`` steps (0.26 - 8.2 s) later
+(:func:`sequence_autocorrelation`). It keeps how the tune's phrases recur in time, which a
+mean over the song throws away, and it does not depend on where the song starts; on the
+held-out songs it found the same tune sung by another singer more than twice as often as the
+channels' mean and standard deviation (bench/results/tcae.md).
 
 Two input normalisations, a config choice (``centre_s``), both causal:
 
@@ -62,8 +63,11 @@ __all__ = [
     "melody_vector",
     "melody_vector_and_sequence",
     "SEQUENCE_HOP_FRAMES",
+    "AUTOCORRELATION_LAGS",
     "melody_sequence",
+    "sequence_autocorrelation",
     "sequence_similarity",
+    "melody_similarity",
 ]
 
 #: The weights that ship in the package (docs/models.md: how they were trained, on what).
@@ -71,6 +75,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "tcae.pt"
 LOG_MEL_OFFSET = -7.0  # rough middle of natural-log mel power between the floor (-13.8) and a loud band (~0)
 LOG_MEL_SCALE = 4.0  # rough spread of log-mel values: brings the input to about unit scale
 SEQUENCE_HOP_FRAMES = 16  # 256 ms per melody-sequence step: about a sung note (8 and 16 matched equally well, 32 worse)
+AUTOCORRELATION_LAGS = 32  # 8.2 s of lags: two to four bars at 60 - 120 bpm (16 lags found fewer tunes, bench/results/tcae.md)
 
 
 @dataclass
@@ -88,9 +93,14 @@ class TCAEConfig:
     projection_dim: int = 64  # the contrastive head's output (training only)
 
     @property
-    def melody_dim(self) -> int:
-        """Length of the melody vector: the mean and the standard deviation of each latent channel."""
+    def pooled_dim(self) -> int:
+        """Length of :meth:`TCAE.pool`'s output, on which the contrastive term is trained: mean and std per channel."""
         return 2 * self.latent_dim
+
+    @property
+    def melody_dim(self) -> int:
+        """Length of the melody vector: one autocorrelation per latent channel and lag."""
+        return self.latent_dim * AUTOCORRELATION_LAGS
 
 
 class CausalConv1d(nn.Conv1d):
@@ -223,7 +233,7 @@ class ProjectionHead(nn.Module):
     def __init__(self, config: TCAEConfig):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(config.melody_dim, 2 * config.melody_dim), nn.ReLU(inplace=True), nn.Linear(2 * config.melody_dim, config.projection_dim)
+            nn.Linear(config.pooled_dim, 2 * config.pooled_dim), nn.ReLU(inplace=True), nn.Linear(2 * config.pooled_dim, config.projection_dim)
         )
 
     def forward(self, melody: torch.Tensor) -> torch.Tensor:
@@ -276,8 +286,10 @@ def weights_version(path: Path) -> str:
 # ---- inference ------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def melody_vector(tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> np.ndarray:
-    """The melody vector of one excerpt: its latent sequence pooled over the valid frames, unit length.
+def melody_vector_and_sequence(
+    tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int, hop_frames: int = SEQUENCE_HOP_FRAMES
+) -> tuple[np.ndarray, np.ndarray]:
+    """The melody vector and the melody sequence of one excerpt, encoding it once.
 
     Parameters
     ----------
@@ -285,38 +297,65 @@ def melody_vector(tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames
     log_mel_spectrogram : np.ndarray, shape (N_MELS, T)
     n_valid_frames : int
         Frames before the padding of a short song; the padding is never looked at.
+    hop_frames : int
+        Latent frames averaged into one sequence step (16: 256 ms).
 
     Returns
     -------
-    np.ndarray, shape (2 * latent_dim,), float32, L2 norm 1
+    vector : np.ndarray, shape (latent_dim * AUTOCORRELATION_LAGS,), float32, L2 norm 1 (or all zero)
+        :func:`sequence_autocorrelation` of the sequence.
+    sequence : np.ndarray, shape (max(1, n_valid_frames // hop_frames), latent_dim), float16
+        See :func:`melody_sequence`.
     """
     if n_valid_frames < 1:
         raise NextvoxError("an excerpt needs at least one valid frame for a melody vector")
     x = torch.from_numpy(np.ascontiguousarray(log_mel_spectrogram[:, :n_valid_frames], dtype=np.float32))[None]
-    pooled = TCAE.pool(tcae.encode(x))[0]  # (2 * latent_dim,)
-    return F.normalize(pooled, dim=0).numpy().astype(np.float32)
+    sequence = _sequence(tcae.encode(x)[0].float().numpy(), hop_frames=hop_frames)  # (steps, latent_dim) float32
+    return sequence_autocorrelation(sequence), sequence.astype(np.float16)
 
 
-@torch.no_grad()
-def melody_vector_and_sequence(
-    tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int, hop_frames: int = SEQUENCE_HOP_FRAMES
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`melody_vector` and :func:`melody_sequence` of one excerpt, encoding it once."""
-    if n_valid_frames < 1:
-        raise NextvoxError("an excerpt needs at least one valid frame for a melody vector")
-    x = torch.from_numpy(np.ascontiguousarray(log_mel_spectrogram[:, :n_valid_frames], dtype=np.float32))[None]
-    latent = tcae.encode(x)  # (1, latent_dim, T)
-    vector = F.normalize(TCAE.pool(latent)[0], dim=0).numpy().astype(np.float32)
-    return vector, _sequence(latent[0].numpy(), hop_frames=hop_frames)
+def melody_vector(tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> np.ndarray:
+    """The melody vector of one excerpt (what the index searches); see :func:`melody_vector_and_sequence`."""
+    return melody_vector_and_sequence(tcae, log_mel_spectrogram, n_valid_frames=n_valid_frames)[0]
+
+
+def sequence_autocorrelation(sequence: np.ndarray, *, max_lag: int = AUTOCORRELATION_LAGS) -> np.ndarray:
+    """Autocorrelation of every channel of a melody sequence at lags 1 ... ``max_lag`` steps, unit length.
+
+    Parameters
+    ----------
+    sequence : np.ndarray, shape (steps, channels)
+        Channels standardised over the song (:func:`melody_sequence`).
+    max_lag : int
+        Longest lag, in sequence steps. Lags the song is too short for are 0.
+
+    Returns
+    -------
+    np.ndarray, shape (channels * max_lag,), float32, lag-major; L2 norm 1, or all zero for a
+        sequence of one step.
+
+    Examples
+    --------
+    >>> alternating = np.array([[1.0], [-1.0]] * 4)
+    >>> sequence_autocorrelation(alternating, max_lag=2) * np.sqrt(2)  # anti-correlated at lag 1, alike at lag 2
+    array([-1.,  1.], dtype=float32)
+    """
+    sequence = np.asarray(sequence, dtype=np.float32)
+    steps, channels = sequence.shape
+    lags = np.zeros((max_lag, channels), np.float32)
+    for lag in range(1, min(max_lag, steps - 1) + 1):
+        lags[lag - 1] = (sequence[:-lag] * sequence[lag:]).mean(axis=0)
+    norm = np.linalg.norm(lags)
+    return (lags / norm if norm > 0 else lags).ravel()
 
 
 def _sequence(latent: np.ndarray, *, hop_frames: int) -> np.ndarray:
-    """(latent_dim, T) -> (T // hop_frames or 1, latent_dim) float16: channels standardised over the song, then averaged per hop."""
+    """(latent_dim, T) -> (T // hop_frames or 1, latent_dim) float32: channels standardised over the song, then averaged per hop."""
     standardised = (latent - latent.mean(axis=1, keepdims=True)) / (latent.std(axis=1, keepdims=True) + 1e-6)
     steps = max(1, standardised.shape[1] // hop_frames)
     used = standardised[:, : steps * hop_frames] if standardised.shape[1] >= hop_frames else standardised
     pooled = used.reshape(used.shape[0], steps, -1).mean(axis=2)  # (latent_dim, steps)
-    return pooled.T.astype(np.float16)  # (steps, latent_dim)
+    return np.ascontiguousarray(pooled.T)  # (steps, latent_dim)
 
 
 def melody_sequence(
@@ -368,6 +407,21 @@ def sequence_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
     cost, path = librosa.sequence.dtw(X=np.asarray(a, np.float32).T, Y=np.asarray(b, np.float32).T, metric="cosine")
     return float(1.0 - cost[-1, -1] / len(path))
+
+
+def melody_similarity(vector_cosine: np.ndarray | float, sequence_match: np.ndarray | float) -> np.ndarray | float:
+    """How alike two songs' melodies are when both have a melody sequence: the mean of the two measures.
+
+    The melody vectors' cosine hears how each tune's phrases recur in time; the sequences'
+    match (:func:`sequence_similarity`) aligns them note by note. On the held-out songs their
+    mean found the same tune sung by another singer more often than either alone, on mixes
+    and on isolated vocals (bench/results/tcae.md).
+
+    Parameters
+    ----------
+    vector_cosine, sequence_match : float or np.ndarray of one shape
+    """
+    return 0.5 * (vector_cosine + sequence_match)
 
 
 if __name__ == "__main__":
