@@ -130,7 +130,8 @@ def markdown(results: dict[str, dict], *, args: argparse.Namespace, seconds: dic
            if args.voice_set == "eval" else " This voice set is not held out of training: the numbers flatter the models.")
         + f" Timbre: the shipped encoder, `{mixes['embeddings']['timbre'].get('model_version')}`;"
         f" melody: the shipped TCAE, `{mixes['embeddings']['melody'].get('model_version')}`"
-        " (`melody`: its melody sequences matched by dynamic time warping; `melody_vector`: its pooled vector alone)."
+        " (`melody`: the mean of its melody vectors' cosine and its melody sequences' match by dynamic time warping;"
+        " `melody_vector`: the melody vector alone, the autocorrelation of the sequence)."
         f" Separator: `{mixes['settings']['separator']}`;"
         f" combined score weights: timbre {mixes['settings']['w_timbre']:g}, melody {mixes['settings']['w_melody']:g}.",
         f"Time: rendering {seconds['render']:.0f} s (0 when rendered by an earlier run), evaluating the mixes {seconds['mixes']:.0f} s"

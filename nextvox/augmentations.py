@@ -17,6 +17,11 @@ on 2 cores. Each spectrogram transform stands for an audio transform:
                    then resample) moves them. Measured against that audio transform in
                    tests/test_timbre.py: the spectral peak of a tone lands within one mel band
                    of where the audio pitch shift puts it.
+``RegisterShift``  a pitch shift that keeps the formants: the log-mel's smooth spectral
+                   envelope (its first ``ENVELOPE_COEFFICIENTS`` cepstral coefficients) stays
+                   put while the rest, the harmonics, is warped as ``PitchShift`` warps it, as
+                   a formant-preserving pitch shifter (PSOLA, a vocoder) sings the same voice
+                   higher or lower.
 ``Gain``           adding log(g) to the power above the log floor (exact: the log floor
                    stays).
 ``Equalizer``      adding a smooth curve over the bands (a tilt and one bell, dB), as a
@@ -54,6 +59,8 @@ __all__ = [
     "random_crops",
     "TimeStretch",
     "PitchShift",
+    "RegisterShift",
+    "envelope",
     "Gain",
     "Equalizer",
     "Noise",
@@ -194,6 +201,47 @@ class PitchShift(nn.Module):
         return below + weight * (above - below)
 
 
+ENVELOPE_COEFFICIENTS = 12  # cepstral coefficients kept as the envelope: detail of about 4 of the 48 bands, smoother than the harmonics
+
+
+@lru_cache(maxsize=1)
+def _envelope_projection() -> torch.Tensor:
+    """(N_MELS, N_MELS) matrix that keeps a log-mel frame's lowest ENVELOPE_COEFFICIENTS cepstral coefficients."""
+    from scipy.fft import dct
+
+    basis = dct(np.eye(N_MELS), type=2, norm="ortho", axis=0)  # (coefficient, band), orthonormal
+    kept = basis[:ENVELOPE_COEFFICIENTS]
+    return torch.from_numpy((kept.T @ kept).astype(np.float32))
+
+
+def envelope(x: torch.Tensor) -> torch.Tensor:
+    """The smooth spectral envelope of (B, N_MELS, T) log-mel frames (cepstral liftering), same shape."""
+    return torch.einsum("gf,bft->bgt", _envelope_projection(), x)
+
+
+class RegisterShift(nn.Module):
+    """Shift by ``s`` semitones with the spectral envelope (the formants, the voice) kept in place.
+
+    Parameters
+    ----------
+    max_semitones : float
+        s uniform in [-max, max].
+    """
+
+    def __init__(self, *, max_semitones: float = 4.0):
+        super().__init__()
+        self.max_semitones = max_semitones
+        self.shift = PitchShift()
+
+    def semitones(self, n: int, *, generator: torch.Generator) -> torch.Tensor:
+        return _uniform(n, -self.max_semitones, self.max_semitones, generator)
+
+    def forward(self, x: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
+        """Shift (B, N_MELS, T) by ``semitones`` (B,)."""
+        smooth = envelope(x)  # (B, F, T)
+        return smooth + self.shift(x - smooth, semitones)
+
+
 class Gain(nn.Module):
     """Level change of ``±max_db`` (uniform), applied to the power above the log floor."""
 
@@ -262,11 +310,17 @@ class BackgroundMix(nn.Module):
 
 
 class ViewAugment(nn.Module):
-    """The ordinary augmentations every view gets, after its crop (and stretch, shift): background, EQ, noise, gain."""
+    """The ordinary augmentations every view gets, after its crop (and stretch, shift): background, EQ, noise, gain.
 
-    def __init__(self):
+    Parameters
+    ----------
+    background_max_db : float
+        How far below the view another excerpt may be mixed (:class:`BackgroundMix`'s ``max_db``).
+    """
+
+    def __init__(self, *, background_max_db: float = 12.0):
         super().__init__()
-        self.background = BackgroundMix()
+        self.background = BackgroundMix(max_db=background_max_db)
         self.equalizer = Equalizer()
         self.noise = Noise()
         self.gain = Gain()

@@ -496,12 +496,14 @@ def self_supervised_options(model: str) -> Callable:
 @library_argument
 @click.option("--pitch-shift", type=click.Choice(["positive", "negative", "off"]), default="negative", show_default=True,
               help="Role of pitch shift: an ordinary augmentation, an extra negative (Yakura et al. 2022), or unused.")
-@click.option("--time-stretch", type=click.Choice(["positive", "negative", "off"]), default="negative", show_default=True,
+@click.option("--time-stretch", type=click.Choice(["positive", "negative", "off"]), default="positive", show_default=True,
               help="Role of time stretch, as for --pitch-shift.")
+@click.option("--register-shift", type=click.FloatRange(min=0.0), default=4.0, show_default=True,
+              help="Every view sung up to this many semitones higher or lower with its formants kept (0: off).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=48, show_default=True, help="Excerpts per step.")
 @self_supervised_options("timbre")
 def train_timbre_command(
-    ctx: click.Context, library: Path, pitch_shift: str, time_stretch: str, steps: int, batch_size: int,
+    ctx: click.Context, library: Path, pitch_shift: str, time_stretch: str, register_shift: float, steps: int, batch_size: int,
     lr: float | None, seed: int, out: Path | None, resume: bool, from_scratch: bool, backgrounds: Path | None,
     fp32: bool, jobs: int | None, separator: str | None, as_json: bool, data_dir: Path | None,
 ) -> None:
@@ -511,7 +513,7 @@ def train_timbre_command(
     chosen = _data_dir(ctx, library, data_dir)
     init = None if from_scratch else default_init()
     config = TrainConfig(
-        pitch_shift=pitch_shift, time_stretch=time_stretch, steps=steps, batch_size=batch_size, seed=seed,
+        pitch_shift=pitch_shift, time_stretch=time_stretch, register_semitones=register_shift, steps=steps, batch_size=batch_size, seed=seed,
         lr=lr or (2e-3 if init is None else 5e-4), bf16=not fp32, init_weights=init,
     )
     config.min_lr = config.lr / 10

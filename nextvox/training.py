@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings, track_log_mel
-from nextvox.augmentations import ROLES, PitchShift, TimeStretch, ViewAugment, random_crops
+from nextvox.augmentations import ROLES, PitchShift, RegisterShift, TimeStretch, ViewAugment, random_crops
 from nextvox.catalogue import Catalogue, resolve_library, scan_library
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache
@@ -66,7 +66,9 @@ class TrainConfig:
     """One training run, passed whole; saved in every checkpoint."""
 
     pitch_shift: str = "negative"  # role: positive | negative | off
-    time_stretch: str = "negative"  # role: positive | negative | off
+    time_stretch: str = "positive"  # role (bench/results/timbre_roles.md: neg/pos found the held-out singers best)
+    register_semitones: float = 4.0  # every view sung up to this many semitones higher or lower, formants kept (0: off)
+    background_max_db: float = 30.0  # another song mixed 0 to this many dB under each view: loud backing to nearly a cappella
     crop_frames: int = 250  # 4 s at 62.5 frames/s
     batch_size: int = 48  # excerpts per step; each gives two views and one copy per negative role
     steps: int = 1000
@@ -90,6 +92,8 @@ class TrainConfig:
             raise NextvoxError(f"batch size must be at least 2 (the other excerpts are the negatives), not {self.batch_size}")
         if self.steps < 1 or self.crop_frames < 16:
             raise NextvoxError("steps must be >= 1 and crop frames >= 16")
+        if self.register_semitones < 0 or self.background_max_db < 0:
+            raise NextvoxError("register shift and background level must be >= 0")
 
 
 @dataclass
@@ -188,7 +192,8 @@ class ContrastiveBatch:
         self.backgrounds = backgrounds
         self.stretch = TimeStretch()
         self.pitch = PitchShift()
-        self.augment = ViewAugment()
+        self.register = RegisterShift(max_semitones=config.register_semitones)
+        self.augment = ViewAugment(background_max_db=config.background_max_db)
 
     @property
     def min_frames(self) -> int:
@@ -213,6 +218,8 @@ class ContrastiveBatch:
         x = self.stretch(crops, crop)  # (B, F, crop)
         if pitch != "off":
             x = self.pitch(x, self.pitch.semitones(n, generator=g, negative=pitch == "negative"))
+        if self.config.register_semitones > 0:
+            x = self.register(x, self.register.semitones(n, generator=g))
         under = torch.randint(len(self.backgrounds), (n,), generator=g)
         background = self.stretch(random_crops(self.backgrounds, under, source_frames=torch.full((n,), crop), generator=g), crop)
         return self.augment(x, background, generator=g)

@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nextvox.augmentations import BackgroundMix, Equalizer, Gain, Noise, PitchShift, TimeStretch, mel_band_hz, random_crops
+from nextvox.augmentations import (
+    BackgroundMix, Equalizer, Gain, Noise, PitchShift, RegisterShift, TimeStretch, envelope, mel_band_hz, random_crops,
+)  # fmt: skip
 from nextvox.constants import N_MELS, SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
 from nextvox.features import log_mel
@@ -43,6 +45,22 @@ def test_pitch_shift_by_zero_is_the_identity():
     x = torch.randn(2, N_MELS, 30)
     assert torch.allclose(PitchShift()(x, torch.zeros(2)), x, atol=1e-5)
     assert np.all(np.diff(mel_band_hz()) > 0)
+
+
+def test_register_shift_moves_the_harmonics_and_keeps_the_formants():
+    """Sung higher with the voice kept: a tone moves as PitchShift moves it; a formant bump stays where it was."""
+    for f0, semitones in ((300.0, 4.0), (700.0, -4.0)):
+        shifted = RegisterShift()(torch.from_numpy(_tone_log_mel(f0))[None], torch.tensor([semitones]))[0]
+        assert abs(_peak_band(shifted) - _peak_band(_tone_log_mel(f0 * 2 ** (semitones / 12)))) <= 1
+    bands = torch.arange(N_MELS, dtype=torch.float32)
+    formant = 4.0 * torch.exp(-0.5 * ((bands - 20) / 3) ** 2)  # a smooth bump: the vocal tract's resonance
+    comb = torch.cos(2 * torch.pi * bands / 3)  # fine structure across the bands: the harmonics
+    voice = (formant + comb - 8.0)[None, :, None].repeat(1, 1, 10)  # (1, F, T)
+    register, pitch = RegisterShift()(voice, torch.tensor([4.0])), PitchShift()(voice, torch.tensor([4.0]))
+    moved = (envelope(pitch) - envelope(voice)).norm()
+    assert (envelope(register) - envelope(voice)).norm() < 0.3 * moved
+    assert (register - voice).norm() > 0.3 * (pitch - voice).norm()  # the harmonics did move
+    assert torch.equal(RegisterShift()(voice, torch.zeros(1)), voice)
 
 
 def test_time_stretch_reads_rate_times_the_frames_and_keeps_the_pitch():
@@ -194,6 +212,8 @@ def test_training_refuses_what_it_cannot_use(fixture_spectrograms, tmp_path):
     spectrograms, _ = fixture_spectrograms
     with pytest.raises(NextvoxError, match="pitch-shift role"):
         train_timbre(TrainConfig(**dict(TINY, pitch_shift="sideways")), spectrograms, out_dir=tmp_path)
+    with pytest.raises(NextvoxError, match="register shift"):
+        train_timbre(TrainConfig(**dict(TINY, register_semitones=-1.0)), spectrograms, out_dir=tmp_path)
     with pytest.raises(NextvoxError, match="nothing to resume"):
         train_timbre(TrainConfig(**TINY), spectrograms, out_dir=tmp_path / "empty", resume=True)
     with pytest.raises(NextvoxError, match="long enough"):
@@ -225,13 +245,14 @@ def test_cli_train_timbre_fine_tunes_the_shipped_weights(fixture_library, fixtur
 
     _, data_dir = fixture_spectrograms  # the spectrograms are cached there already
     command = [sys.executable, "-m", "nextvox", "train", "timbre", str(fixture_library), "--data-dir", str(data_dir),
-               "--time-stretch", "off", "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "model"), "--json"]  # fmt: skip
+               "--time-stretch", "off", "--register-shift", "2", "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "model"),
+               "--json"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     summary = json_module.loads(done.stdout)
     assert summary["steps"] == 2 and Path(summary["weights"]).is_file()
     trained = json_module.loads((tmp_path / "model" / "train.json").read_text())
-    assert trained["train_config"]["init_weights"] == str(DEFAULT_WEIGHTS)
+    assert trained["train_config"]["init_weights"] == str(DEFAULT_WEIGHTS) and trained["train_config"]["register_semitones"] == 2.0
     stretching = [c for c in command if c not in ("--time-stretch", "off", "--json")]  # stretch reads over 4 s per crop
     short = subprocess.run(stretching, capture_output=True, text=True, check=False)
     assert short.returncode == 1 and short.stderr.count("\n") == 1 and "long enough" in short.stderr  # 4 s songs, stretch on

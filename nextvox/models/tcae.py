@@ -337,8 +337,8 @@ def sequence_autocorrelation(sequence: np.ndarray, *, max_lag: int = AUTOCORRELA
     Examples
     --------
     >>> alternating = np.array([[1.0], [-1.0]] * 4)
-    >>> sequence_autocorrelation(alternating, max_lag=2) * np.sqrt(2)  # anti-correlated at lag 1, alike at lag 2
-    array([-1.,  1.], dtype=float32)
+    >>> (sequence_autocorrelation(alternating, max_lag=2) * np.sqrt(2)).round(6)  # anti-correlated at lag 1, alike at lag 2
+    array([-1.,  1.])
     """
     sequence = np.asarray(sequence, dtype=np.float32)
     steps, channels = sequence.shape

@@ -10,8 +10,13 @@ Why it looks like this (measured on a 2-core CPU, see bench/results/timbre_speed
   ran at full 48 x 250 resolution spent most of its training time there;
 - three stages, each a stride-2 convolution then a residual 3 x 3 convolution, widen the
   channels as the map shrinks (24 x 125 -> 12 x 63 -> 6 x 32 -> 3 x 16);
-- the map is averaged over frequency and time into one vector, so the network is fully
-  convolutional: a crop of any length >= 16 frames gives a vector;
+- the map keeps its frequency axis to the end: the mean and the standard deviation over time
+  of every (channel, band) pair are pooled (statistics pooling, as in x-vector speaker
+  embeddings), so *where* in the spectrum a resonance sits — the formants that make a voice
+  itself — reaches the embedding. Averaging over frequency as well, as the first version of
+  this encoder did, made it blind to that and found the singer far less often
+  (docs/models.md). Time is pooled away, so a crop of any length >= 16
+  frames gives a vector;
 - a linear layer gives the embedding; the contrastive projection head (SimCLR, Chen et al.
   2020, section 2.1) is a separate small MLP used only in training, so the embedding itself
   keeps the information the contrastive loss would discard.
@@ -67,6 +72,14 @@ class TimbreConfig:
     projection_dim: int = 128  # the contrastive head's output (training only)
     crop_frames: int = 250  # 4 s at 62.5 frames/s: a crop in training and at inference
 
+    @property
+    def pooled_bands(self) -> int:
+        """Frequency rows left after the stem and the stages, each halving them (48 -> 3)."""
+        bands = self.n_mels
+        for _ in range(len(self.channels) + 1):
+            bands = (bands + 1) // 2
+        return bands
+
 
 class ConvBN(nn.Sequential):
     """Convolution, batch norm, ReLU: the unit everything else is built of."""
@@ -113,7 +126,7 @@ class TimbreEncoder(nn.Module):
         self.stem = ConvBN(1, config.stem_channels, kernel=5, stride=2)
         widths = (config.stem_channels, *config.channels)
         self.stages = nn.Sequential(*(Stage(c_in, c_out) for c_in, c_out in zip(widths[:-1], widths[1:])))
-        self.embed = nn.Linear(widths[-1], config.embedding_dim)
+        self.embed = nn.Linear(2 * widths[-1] * config.pooled_bands, config.embedding_dim)  # mean and std per (channel, band)
 
     def features(self, log_mel: torch.Tensor) -> torch.Tensor:
         """The pooled convolutional features before the embedding layer.
@@ -125,14 +138,14 @@ class TimbreEncoder(nn.Module):
 
         Returns
         -------
-        torch.Tensor, shape (B, channels[-1])
+        torch.Tensor, shape (B, 2 * channels[-1] * pooled_bands)
         """
         # Level carries no voice: centre each crop, so a gain change is a no-op after the log floor.
         x = log_mel - log_mel.mean(dim=(1, 2), keepdim=True)
         x = (x / LOG_MEL_SCALE).unsqueeze(1)  # (B, 1, F, T)
         x = self.stem(x)  # (B, C0, F/2, T/2)
-        x = self.stages(x)  # (B, C, F/16, T/16)
-        return x.mean(dim=(2, 3))  # (B, C)
+        x = self.stages(x).flatten(1, 2)  # (B, C * F/16, T/16): every channel at every band
+        return torch.cat([x.mean(dim=2), x.std(dim=2, correction=0)], dim=1)  # (B, 2 * C * F/16)
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) log-mel -> (B, embedding_dim), unit length."""
