@@ -827,7 +827,7 @@ def _project_embeddings(
         for name, (vectors, version, missing, note) in found.items()
     }
     (timbre, _, timbre_missing, _), (melody, melody_version, melody_missing, melody_note) = found["timbre"], found["melody"]
-    melody_similarity = None  # (N, N) sequence matches, when they can be had
+    melody_similarity = None  # (N, N) melody similarities with the sequence match, when it can be had
     embeddings["melody_vector"] = embeddings["melody"]  # the missing row's note, unless replaced below
     if melody is not None:
         embeddings["melody_vector"] = _cosine_embedding(melody, note="the melody vector alone (what the index searches)",
