@@ -837,7 +837,7 @@ def _project_embeddings(
             melody_similarity = tcae.melody_similarity(unit_melody @ unit_melody.T, sequence_similarity_matrix(sequences, progress=progress))
             note = ("mean of the melody vectors' cosine and the sequences' match by dynamic time warping"
                     + (f"; {melody_note}" if melody_note else ""))
-            embeddings["melody"] = _Embedding(lambda rows: melody_similarity[rows], _unit_rows(melody), note, melody_version)
+            embeddings["melody"] = _Embedding(lambda rows: melody_similarity[rows], unit_melody, note, melody_version)
         else:
             why = "no melody sequences stored" if sequences is None else f"more than {MAX_SEQUENCE_TRACKS} tracks"
             embeddings["melody"] = _cosine_embedding(melody, note=f"melody vector only ({why})", model_version=melody_version)

@@ -75,7 +75,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "tcae.pt"
 LOG_MEL_OFFSET = -7.0  # rough middle of natural-log mel power between the floor (-13.8) and a loud band (~0)
 LOG_MEL_SCALE = 4.0  # rough spread of log-mel values: brings the input to about unit scale
 SEQUENCE_HOP_FRAMES = 16  # 256 ms per melody-sequence step: about a sung note (8 and 16 matched equally well, 32 worse)
-AUTOCORRELATION_LAGS = 32  # 8.2 s of lags: two to four bars at 60 - 120 bpm (16 lags found fewer tunes, bench/results/tcae.md)
+AUTOCORRELATION_LAGS = 32  # 8.2 s of lags: two to four bars at 60 - 120 bpm (16 lags found fewer tunes, docs/models.md)
 
 
 @dataclass
