@@ -11,10 +11,11 @@ One command, ``.venv/bin/python bench/tcae.py``:
    held-out ``eval`` split (singers and melodies never trained on), as mixes and as isolated
    vocals: melody mAP of each variant beside the ``chroma`` baseline (and the timbre vector)
    in the same run, and its singer mAP (a melody vector should *not* find the singer);
-4. measures, beside ``evaluate``'s rows and on the same songs, what the melody similarity is
-   built of and what it replaced: the sequence match alone, the vector that pooled the
-   latent's mean and standard deviation, and the same autocorrelation taken on the log-mel
-   itself (no TCAE: how much of the vector's tune-finding the learned latent adds);
+4. measures, beside ``evaluate``'s rows and on the same songs, what the melody similarity
+   gains from its parts and what it replaced: the sequence match with the songs as sung only
+   (no other keys), the vector that pooled the latent's mean and standard deviation, and the
+   same autocorrelation taken on the log-mel itself (no TCAE: how much of the vector's
+   tune-finding the learned latent adds);
 5. measures training throughput (crops/s) and inference throughput (120 s excerpts/s, one
    and two threads) of the model's shape;
 6. writes the table to ``bench/results/tcae.md`` (raw numbers in ``.json``).
@@ -42,8 +43,8 @@ from nextvox.constants import FRAMES_PER_EXCERPT
 from nextvox.evaluation import cosine_similarity, evaluate_library, melody_retrieval, read_labels, sequence_similarity_matrix, singer_retrieval
 from nextvox.features import MelCache
 from nextvox.models.tcae import (
-    AUTOCORRELATION_LAGS, SEQUENCE_HOP_FRAMES, TCAE, TCAEConfig, load_weights, melody_vector, melody_vector_and_sequence,
-    sequence_autocorrelation, sequence_similarity,
+    AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS, TCAE, TCAEConfig, load_weights, local_alignment,
+    melody_vector, melody_vector_and_sequence, sequence_autocorrelation, sequence_similarity,
 )  # fmt: skip
 from nextvox.training import TCAETrainConfig, library_log_mels, train_tcae
 
@@ -111,11 +112,11 @@ def inference_speed(config: TCAEConfig, *, threads: int, repeats: int = 5) -> fl
 
 
 def matching_speed(config: TCAEConfig, *, song_s: float, repeats: int = 20) -> float:
-    """Milliseconds per melody-sequence match of two songs of ``song_s`` seconds (one thread)."""
-    steps = int(song_s * 62.5) // SEQUENCE_HOP_FRAMES
+    """Milliseconds per melody-sequence match of two songs of ``song_s`` seconds (one thread; sequences keep at most SEQUENCE_MAX_STEPS)."""
+    steps = min(SEQUENCE_MAX_STEPS, int(song_s * 62.5) // SEQUENCE_HOP_FRAMES)
     rng = np.random.default_rng(0)
-    a, b = (rng.normal(size=(steps, config.latent_dim)).astype(np.float16) for _ in range(2))
-    sequence_similarity(a, b)  # compiles librosa's DTW on first use
+    a, b = (rng.normal(size=(len(KEY_SHIFTS) * steps, config.latent_dim)).astype(np.float16) for _ in range(2))
+    sequence_similarity(a, b)  # compiles librosa's alignment on first use
     started = time.perf_counter()
     for _ in range(repeats):
         sequence_similarity(a, b)
@@ -125,9 +126,10 @@ def matching_speed(config: TCAEConfig, *, song_s: float, repeats: int = 20) -> f
 def side_matches(weights: Path | None, library: Path, labels_csv: Path, data_dir: Path) -> dict[str, dict[str, float]]:
     """Melody and singer mAP of the parts ``evaluate`` does not report alone, from the cached log-mels.
 
-    With ``weights``: ``sequence`` (DTW alone) and ``pooled`` (mean and std of the latent,
-    the earlier melody vector). Without: ``log_mel_autocorrelation``, the melody vector's
-    recipe applied to the log-mel bands instead of the latent channels.
+    With ``weights``: ``as_sung`` (the sequence match without the other keys) and ``pooled``
+    (mean and std of the latent, the earlier melody vector). Without:
+    ``log_mel_autocorrelation``, the melody vector's recipe applied to the log-mel bands
+    instead of the latent channels.
     """
     labels = read_labels(labels_csv, library=library)
     cache = MelCache(data_dir / "cache", separator=AnalysisSettings().separator_version, excerpt_version=EXCERPT_VERSION)
@@ -147,7 +149,14 @@ def side_matches(weights: Path | None, library: Path, labels_csv: Path, data_dir
             for mel in mels:
                 sequences.append(melody_vector_and_sequence(tcae, mel, n_valid_frames=mel.shape[1])[1])
                 pooled.append(TCAE.pool(tcae.encode(torch.from_numpy(mel.astype(np.float32))[None]))[0].numpy())
-        found["sequence"] = sequence_similarity_matrix(sequences)
+        steps = [len(q) // len(KEY_SHIFTS) for q in sequences]
+        as_sung = [q[:n].astype(np.float32) / (np.linalg.norm(q[:n].astype(np.float32), axis=1, keepdims=True) + 1e-6)
+                   for q, n in zip(sequences, steps)]  # fmt: skip
+        matrix = np.eye(len(as_sung), dtype=np.float32)
+        for i in range(len(as_sung)):
+            for j in range(i + 1, len(as_sung)):
+                matrix[i, j] = matrix[j, i] = local_alignment(as_sung[i], as_sung[j])
+        found["as_sung"] = matrix
         found["pooled"] = cosine_similarity(np.stack(pooled), np.stack(pooled))
     return {
         name: {"melody_map": melody_retrieval(sim, singers=labels.singers, melodies=labels.melodies).means()["map"],
@@ -182,8 +191,10 @@ def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_t
         f"Model: {TCAEConfig().channels} channels, latent {TCAEConfig().latent_dim} per frame, dilations"
         f" {', '.join(map(str, TCAEConfig().dilations))} (kernel {TCAEConfig().kernel_size}) in the encoder and again in the decoder;"
         f" receptive field {receptive} frames ({receptive / 62.5:.2f} s). Melody sequence: the latent sequence, each channel"
-        f" standardised over the song, averaged over {SEQUENCE_HOP_FRAMES} frames ({SEQUENCE_HOP_FRAMES * 16} ms); two songs are"
-        " compared by dynamic time warping (1 − mean cosine distance along the best alignment). Melody vector (what the index"
+        f" standardised over the song, averaged over {SEQUENCE_HOP_FRAMES} frames ({SEQUENCE_HOP_FRAMES * 16} ms), at most"
+        f" {SEQUENCE_MAX_STEPS} steps ({SEQUENCE_MAX_STEPS * SEQUENCE_HOP_FRAMES * 16 / 1000:.0f} s, the loudest), taken in"
+        f" {len(KEY_SHIFTS)} keys ({', '.join(f'{k:+g}' for k in KEY_SHIFTS)} semitones); two songs are compared by local alignment"
+        " (librosa's `sequence.rqa` on the steps' cosines) in the best key of either. Melody vector (what the index"
         f" searches): the sequence's autocorrelation, each channel at lags 1 … {AUTOCORRELATION_LAGS} steps"
         f" ({AUTOCORRELATION_LAGS * SEQUENCE_HOP_FRAMES * 16 / 1000:.1f} s), unit length, compared by cosine.",
         f"Evaluation: `nextvox evaluate --model` on the held-out `eval` split ({mixes['n_tracks']} songs, {mixes['n_singers']} singers,"
@@ -195,8 +206,8 @@ def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_t
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     matches = (("vector", "melody vector: latent autocorrelation (cosine; what the index searches)"),
-               ("sequence", "melody sequence alone (DTW)"),
-               ("combined", "mean of the two (`evaluate`'s `melody`, the recommender's melody similarity)"),
+               ("sequence", f"melody sequence, local alignment, best of {len(KEY_SHIFTS)} keys (`evaluate`'s `melody`, the recommender's melody similarity)"),
+               ("as_sung", "the same sequence match, songs as sung only (no other keys)"),
                ("pooled", "latent mean and std (cosine; the melody vector before this table)"))  # fmt: skip
     for run in runs:
         for match, label in matches:
@@ -213,11 +224,11 @@ def markdown(runs: list[dict], evaluated: dict, args: argparse.Namespace, *, n_t
                  f" {cell(mixes['chance']['singer_map'])} | {cell(vocals['chance']['singer_map'])} | | | |")
     lines += [
         "",
-        "Inference (encoder, sequence and vector, float32, one 120 s excerpt of 7501 frames at a time):"
+        "Inference (encoder, vector and the sequence in every key, float32, one 120 s excerpt of 7501 frames at a time):"
         f" {speed['1']:.1f} excerpts/s on one thread, {speed['2']:.1f} on two.",
         "Training throughput: the crops/s column (bf16 autocast, two threads; the contrastive run's crops are its views).",
-        f"Sequence match (librosa's DTW): {speed['match_30s_ms']:.1f} ms for two 30 s songs, {speed['match_120s_ms']:.1f} ms for two"
-        " 120 s excerpts.",
+        f"Sequence match (13 local alignments): {speed['match_30s_ms']:.1f} ms for two 30 s songs, {speed['match_120s_ms']:.1f} ms"
+        f" for two 120 s excerpts (their sequences keep {SEQUENCE_MAX_STEPS} steps).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -256,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         base["variants"] = {}
         for run in runs:
             measured = evaluate_library(root, labels_csv, data_dir=data, model_dir=Path(run["out"]))
-            base["variants"][run["name"]] = {"combined": measured["embeddings"]["melody"], "vector": measured["embeddings"]["melody_vector"],
+            base["variants"][run["name"]] = {"sequence": measured["embeddings"]["melody"], "vector": measured["embeddings"]["melody_vector"],
                                              **side_matches(Path(run["out"]) / "tcae.pt", root, labels_csv, data)}  # fmt: skip
         base["controls"] = side_matches(None, root, labels_csv, data)
         evaluated[kind] = base

@@ -27,7 +27,7 @@ from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint
 from nextvox.gender import active_head, predict_library_genders
 from nextvox.models import tcae
-from nextvox.models.tcae import AUTOCORRELATION_LAGS, SEQUENCE_HOP_FRAMES
+from nextvox.models.tcae import AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS
 from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
 from nextvox.separation import DEFAULT_SEPARATOR, separate, separator_version
 
@@ -104,7 +104,7 @@ class AnalysisSettings:
     @property
     def version(self) -> str:
         return (f"excerpt{EXCERPT_VERSION}/sep-{self.separator_version}/{timbre_model_version()}/{melody_model_version()}"
-                f"-seq{SEQUENCE_HOP_FRAMES}-ac{AUTOCORRELATION_LAGS}/{FINGERPRINT_VERSION}")
+                f"-seq{SEQUENCE_HOP_FRAMES}x{SEQUENCE_MAX_STEPS}k{len(KEY_SHIFTS)}-ac{AUTOCORRELATION_LAGS}/{FINGERPRINT_VERSION}")
 
 
 @dataclass
@@ -142,7 +142,7 @@ def embed(
     Vectors: ``timbre`` is the shipped timbre encoder's vector (:mod:`nextvox.models.timbre`),
     ``melody`` the shipped TCAE's pooled latent (:mod:`nextvox.models.tcae`), each model loaded
     once per process; ``fingerprint`` tells one recording from another (near-duplicates).
-    Sequences: ``melody``, the TCAE's latent sequence for order-aware matching.
+    Sequences: ``melody``, the TCAE's latent sequence in 7 keys for order-aware, key-free matching.
 
     Parameters
     ----------

@@ -31,7 +31,7 @@ from nextvox.catalogue import Catalogue, Track, content_hash
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.gender import GENDER_VECTOR, GENDERS
 from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
-from nextvox.models.tcae import melody_similarity, sequence_similarity
+from nextvox.models.tcae import sequence_similarity
 
 __all__ = [
     "DEFAULT_W_TIMBRE",
@@ -391,7 +391,7 @@ class Recommender:
             found = stored.get(self.timbre.keys[c.row])
             if found is not None:
                 match = sum(weight * sequence_similarity(query, found[1]) for query, weight in queries) / total_weight
-                c.melody = match if c.melody is None else float(melody_similarity(c.melody, match))
+                c.melody = match  # the match, not the vectors' cosine: it finds the tune more often (bench/results/tcae.md)
                 c.score = w_timbre * c.timbre + w_melody * c.melody
         return sorted(candidates, key=lambda c: -c.score)
 

@@ -12,9 +12,9 @@ import torch
 from nextvox.constants import FRAME_RATE_HZ, N_MELS
 from nextvox.errors import NextvoxError
 from nextvox.models.tcae import (
-    AUTOCORRELATION_LAGS, DEFAULT_WEIGHTS, SEQUENCE_HOP_FRAMES, TCAE, TCAEConfig, causal_running_mean, load_weights,
-    melody_sequence, melody_similarity, melody_vector, melody_vector_and_sequence, save_weights, sequence_autocorrelation,
-    sequence_similarity, weights_version,
+    AUTOCORRELATION_LAGS, DEFAULT_WEIGHTS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS, TCAE, TCAEConfig,
+    causal_running_mean, load_weights, local_alignment, loudest_window, melody_sequence, melody_vector, melody_vector_and_sequence,
+    save_weights, sequence_autocorrelation, sequence_similarity, weights_version,
 )  # fmt: skip
 from nextvox.training import CHECKPOINT, TCAETrainConfig, library_log_mels, train_tcae
 
@@ -92,21 +92,47 @@ def test_melody_vector_hears_how_a_phrase_recurs_wherever_the_song_starts():
     assert not sequence_autocorrelation(song[:1]).any()
 
 
-def test_melody_sequence_is_standardised_and_matched_whatever_the_tempo():
+def test_melody_sequence_is_standardised_and_kept_in_every_key():
     torch.manual_seed(0)
     tcae = TCAE(SMALL).eval()
     song = np.random.default_rng(0).normal(-7, 2, (N_MELS, 800)).astype(np.float32)
     sequence = melody_sequence(tcae, song, n_valid_frames=800)
-    assert sequence.shape == (800 // SEQUENCE_HOP_FRAMES, SMALL.latent_dim) and sequence.dtype == np.float16
+    steps = 800 // SEQUENCE_HOP_FRAMES
+    assert sequence.shape == (len(KEY_SHIFTS) * steps, SMALL.latent_dim) and sequence.dtype == np.float16
     vector, same = melody_vector_and_sequence(tcae, song, n_valid_frames=800)
     assert np.array_equal(same, sequence) and np.allclose(vector, melody_vector(tcae, song, n_valid_frames=800))
-    # Averaging over hops keeps the mean of the standardised channels at about 0.
-    assert np.abs(sequence.astype(np.float32).mean(axis=0)).max() < 0.05
-    assert melody_sequence(tcae, song[:, :5], n_valid_frames=5).shape == (1, SMALL.latent_dim)  # shorter than a hop
-    other = np.random.default_rng(1).normal(size=sequence.shape).astype(np.float16)
-    slower = np.repeat(sequence, 2, axis=0)  # the same tune at half the tempo
-    assert sequence_similarity(sequence, slower) == pytest.approx(1.0, abs=1e-3)
-    assert sequence_similarity(sequence, other) < 0.5
+    # Averaging over hops keeps the mean of the standardised channels at about 0, in every key.
+    assert np.abs(sequence.astype(np.float32).reshape(len(KEY_SHIFTS), steps, -1).mean(axis=1)).max() < 0.05
+    assert melody_sequence(tcae, song[:, :5], n_valid_frames=5).shape == (len(KEY_SHIFTS), SMALL.latent_dim)  # shorter than a hop
+    # A long song keeps SEQUENCE_MAX_STEPS steps, where the voice is loudest.
+    long_song = np.full((N_MELS, (SEQUENCE_MAX_STEPS + 100) * SEQUENCE_HOP_FRAMES), -13.0, np.float32)
+    long_song[:, 100 * SEQUENCE_HOP_FRAMES :] = song[:, :1].repeat(SEQUENCE_MAX_STEPS * SEQUENCE_HOP_FRAMES, axis=1)
+    assert loudest_window(long_song, frames=SEQUENCE_MAX_STEPS * SEQUENCE_HOP_FRAMES) == 100 * SEQUENCE_HOP_FRAMES
+    assert melody_sequence(tcae, long_song, n_valid_frames=long_song.shape[1]).shape[0] == len(KEY_SHIFTS) * SEQUENCE_MAX_STEPS
+
+
+def test_sequence_match_finds_the_song_in_another_key(spectrograms):
+    """Sung 4 semitones higher (or 6 lower), a song matches itself fully: one of its keys is that rendition as sung."""
+    from nextvox.augmentations import PitchShift
+
+    tcae = load_weights(DEFAULT_WEIGHTS)
+    songs = [x.astype(np.float32) for x in spectrograms[0][:3]]
+
+    def sequence(mel: np.ndarray) -> np.ndarray:
+        return melody_sequence(tcae, mel, n_valid_frames=mel.shape[1])
+
+    def as_sung(q: np.ndarray) -> np.ndarray:
+        first = q[: len(q) // len(KEY_SHIFTS)].astype(np.float32)
+        return first / np.linalg.norm(first, axis=1, keepdims=True)
+
+    a = sequence(songs[0])
+    for semitones in (4.0, -6.0):
+        b = sequence(PitchShift()(torch.from_numpy(songs[0])[None], torch.tensor([semitones]))[0].numpy())
+        assert sequence_similarity(a, b) == pytest.approx(1.0, abs=0.01)
+        assert sequence_similarity(b, a) == pytest.approx(sequence_similarity(a, b), abs=1e-6)
+        assert local_alignment(as_sung(a), as_sung(b)) < sequence_similarity(a, b) - 0.01  # as sung only, it matches less
+    assert sequence_similarity(a, a) == pytest.approx(1.0, abs=1e-3)
+    assert all(sequence_similarity(a, sequence(other)) < 0.95 for other in songs[1:])
 
 
 def test_weights_round_trip_and_version(tmp_path):
@@ -202,8 +228,8 @@ def test_analyze_stores_the_melody_vector(fixture_library, tmp_path):
                for v, x in sequences.values())  # fmt: skip
 
 
-def test_melody_weight_ranks_by_the_vector_and_sequence_match(fixture_library, tmp_path):
-    """With a melody weight, each result's melody similarity is the mean of its vector cosine and its sequence match."""
+def test_melody_weight_ranks_by_the_sequence_match(fixture_library, tmp_path):
+    """With a melody weight, each result's melody similarity is its melody sequence's match with the query's."""
     from nextvox.analysis import analyze_library
     from nextvox.catalogue import Catalogue
     from nextvox.recommend import Diversity, Recommender
@@ -215,12 +241,10 @@ def test_melody_weight_ranks_by_the_vector_and_sequence_match(fixture_library, t
         results = recommender.recommend([query], k=5, w_timbre=1.0, w_melody=0.5, diversity=Diversity(per_artist=None))
         by_path = {t.path: t.content_hash for t in catalogue.tracks()}
         stored = catalogue.sequences("melody", by_path.values())
-        vectors = {digest: catalogue.vectors_of(digest)["melody"] for digest in by_path.values()}
     assert len(results) == 5
     for r in results:
         digest = by_path[r.path]
-        expected = melody_similarity(float(vectors[digest] @ query.vectors["melody"]),
-                                     sequence_similarity(query.sequences["melody"], stored[digest][1]))  # fmt: skip
+        expected = sequence_similarity(query.sequences["melody"], stored[digest][1])
         assert r.melody_similarity == pytest.approx(expected, abs=1e-6)
         assert r.score == pytest.approx(r.timbre_similarity + 0.5 * r.melody_similarity, abs=1e-5)
         assert "matched note by note" in r.reason

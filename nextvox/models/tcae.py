@@ -66,8 +66,10 @@ __all__ = [
     "AUTOCORRELATION_LAGS",
     "melody_sequence",
     "sequence_autocorrelation",
+    "KEY_SHIFTS",
+    "SEQUENCE_MAX_STEPS",
+    "local_alignment",
     "sequence_similarity",
-    "melody_similarity",
 ]
 
 #: The weights that ship in the package (docs/models.md: how they were trained, on what).
@@ -76,6 +78,11 @@ LOG_MEL_OFFSET = -7.0  # rough middle of natural-log mel power between the floor
 LOG_MEL_SCALE = 4.0  # rough spread of log-mel values: brings the input to about unit scale
 SEQUENCE_HOP_FRAMES = 16  # 256 ms per melody-sequence step: about a sung note (8 and 16 matched equally well, 32 worse)
 AUTOCORRELATION_LAGS = 32  # 8.2 s of lags: two to four bars at 60 - 120 bpm (16 lags found fewer tunes, docs/models.md)
+# Keys a melody sequence is also taken in, semitones, the song as sung first. A renditions' key
+# differs by whatever suits its singer; the latent follows the key in part, so two songs are
+# matched in the best of these (both ways: 7 keys reach +-12). -4..4 found fewer tunes (docs/models.md).
+KEY_SHIFTS = (0.0, -2.0, 2.0, -4.0, 4.0, -6.0, 6.0)
+SEQUENCE_MAX_STEPS = 120  # a sequence keeps the 31 s where the voice is loudest: a verse or more, and a match of two takes 8 ms
 
 
 @dataclass
@@ -289,7 +296,7 @@ def weights_version(path: Path) -> str:
 def melody_vector_and_sequence(
     tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int, hop_frames: int = SEQUENCE_HOP_FRAMES
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The melody vector and the melody sequence of one excerpt, encoding it once.
+    """The melody vector and the melody sequence (in every key of KEY_SHIFTS) of one excerpt.
 
     Parameters
     ----------
@@ -303,15 +310,50 @@ def melody_vector_and_sequence(
     Returns
     -------
     vector : np.ndarray, shape (latent_dim * AUTOCORRELATION_LAGS,), float32, L2 norm 1 (or all zero)
-        :func:`sequence_autocorrelation` of the sequence.
-    sequence : np.ndarray, shape (max(1, n_valid_frames // hop_frames), latent_dim), float16
-        See :func:`melody_sequence`.
+        :func:`sequence_autocorrelation` of the whole excerpt's sequence as sung.
+    sequence : np.ndarray, shape (len(KEY_SHIFTS) * steps, latent_dim), float16
+        The melody sequence (see :func:`melody_sequence`) of the excerpt's loudest
+        SEQUENCE_MAX_STEPS * hop_frames frames (:func:`loudest_window`), shifted by each of
+        KEY_SHIFTS, one after the other; steps = min(SEQUENCE_MAX_STEPS, max(1, n_valid_frames // hop_frames)).
     """
     if n_valid_frames < 1:
         raise NextvoxError("an excerpt needs at least one valid frame for a melody vector")
     x = torch.from_numpy(np.ascontiguousarray(log_mel_spectrogram[:, :n_valid_frames], dtype=np.float32))[None]
-    sequence = _sequence(tcae.encode(x)[0].float().numpy(), hop_frames=hop_frames)  # (steps, latent_dim) float32
-    return sequence_autocorrelation(sequence), sequence.astype(np.float16)
+    vector = sequence_autocorrelation(_sequence(tcae.encode(x)[0].float().numpy(), hop_frames=hop_frames))
+    start = loudest_window(log_mel_spectrogram[:, :n_valid_frames], frames=SEQUENCE_MAX_STEPS * hop_frames)
+    sung = x[..., start : start + SEQUENCE_MAX_STEPS * hop_frames].expand(len(KEY_SHIFTS), -1, -1)
+    latents = tcae.encode(_key_shift(sung, torch.tensor(KEY_SHIFTS)))  # (keys, latent_dim, frames): the causal encoder starts afresh
+    keys = [_sequence(latent.float().numpy(), hop_frames=hop_frames) for latent in latents]
+    return vector, np.concatenate(keys).astype(np.float16)
+
+
+def loudest_window(log_mel_spectrogram: np.ndarray, *, frames: int) -> int:
+    """First frame of the ``frames``-long stretch with the most total power (0 when the song is shorter).
+
+    Parameters
+    ----------
+    log_mel_spectrogram : np.ndarray, shape (N_MELS, T)
+        Natural-log mel power of the (separated) vocals: the loudest stretch is where they sing.
+    frames : int
+
+    Examples
+    --------
+    >>> mel = np.full((48, 10), -13.8); mel[:, 6:9] = -2.0
+    >>> loudest_window(mel, frames=3), loudest_window(mel, frames=20)
+    (6, 0)
+    """
+    if log_mel_spectrogram.shape[1] <= frames:
+        return 0
+    power = np.exp(np.asarray(log_mel_spectrogram, np.float64)).sum(axis=0)  # (T,)
+    window_power = np.convolve(power, np.ones(frames), mode="valid")  # (T - frames + 1,)
+    return int(np.argmax(window_power))
+
+
+def _key_shift(log_mel: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
+    """(B, N_MELS, T) log-mel sung ``semitones`` (B,) higher: the mel axis warped (:class:`nextvox.augmentations.PitchShift`)."""
+    from nextvox.augmentations import PitchShift
+
+    return PitchShift()(log_mel, semitones)
 
 
 def melody_vector(tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> np.ndarray:
@@ -361,7 +403,7 @@ def _sequence(latent: np.ndarray, *, hop_frames: int) -> np.ndarray:
 def melody_sequence(
     tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int, hop_frames: int = SEQUENCE_HOP_FRAMES
 ) -> np.ndarray:
-    """The melody sequence of one excerpt, for order-aware matching by :func:`sequence_similarity`.
+    """The melody sequence of one excerpt in every key of KEY_SHIFTS, for :func:`sequence_similarity`.
 
     Parameters
     ----------
@@ -374,23 +416,49 @@ def melody_sequence(
 
     Returns
     -------
-    np.ndarray, shape (max(1, n_valid_frames // hop_frames), latent_dim), float16
-        Each latent channel standardised over the song (zero mean, unit variance), then
-        averaged over ``hop_frames``.
+    np.ndarray, shape (len(KEY_SHIFTS) * steps, latent_dim), float16
+        Per key, each latent channel standardised over the song (zero mean, unit variance),
+        then averaged over ``hop_frames``; the keys one after the other, as sung first.
     """
     return melody_vector_and_sequence(tcae, log_mel_spectrogram, n_valid_frames=n_valid_frames, hop_frames=hop_frames)[1]
 
 
-def sequence_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """How alike two melody sequences are: 1 minus the mean cosine distance along their best time alignment.
+def _in_keys(sequence: np.ndarray) -> np.ndarray:
+    """(len(KEY_SHIFTS) * steps, D) as stored -> (len(KEY_SHIFTS), steps, D) float32, each step unit length."""
+    keys = np.asarray(sequence, np.float32).reshape(len(KEY_SHIFTS), -1, sequence.shape[-1])
+    return keys / (np.linalg.norm(keys, axis=2, keepdims=True) + 1e-6)
 
-    Dynamic time warping (librosa's ``sequence.dtw``) aligns the two sequences end to end, so a
-    rendition sung faster or slower still lines up note by note. 1 means identical up to tempo;
-    about 0, unrelated.
+
+def local_alignment(a: np.ndarray, b: np.ndarray) -> float:
+    """How well the best-matching stretches of two unit-step sequences line up, 0 ... 1.
+
+    Cosine similarities of every pair of steps (negatives as 0) are aligned by librosa's
+    recurrence quantification (``sequence.rqa``: a Smith-Waterman local alignment whose
+    knight moves absorb tempo differences, gaps penalised), and the best path's score is
+    divided by ``sqrt(T_a * T_b)``: 1 for a sequence and itself.
 
     Parameters
     ----------
-    a, b : np.ndarray, shapes (T_a, D) and (T_b, D)
+    a, b : np.ndarray, shapes (T_a, D) and (T_b, D), rows of unit length
+    """
+    import librosa
+
+    similarity = np.maximum(a @ b.T, 0.0)  # (T_a, T_b)
+    score = librosa.sequence.rqa(similarity, gap_onset=0.5, gap_extend=0.2, knight_moves=True, backtrack=False)
+    return float(score.max() / np.sqrt(len(a) * len(b)))
+
+
+def sequence_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """How alike two melody sequences are: their best local alignment, in the best of their keys.
+
+    Either song is taken as sung against the other in each of KEY_SHIFTS
+    (:func:`local_alignment` of 13 pairs), so a tune sung up to an octave higher or lower,
+    faster or slower, from another verse on, still lines up. 1 means identical; unrelated
+    songs score well below.
+
+    Parameters
+    ----------
+    a, b : np.ndarray, shapes (len(KEY_SHIFTS) * T_a, D) and (len(KEY_SHIFTS) * T_b, D)
         Melody sequences of the same model (:func:`melody_sequence`).
 
     Returns
@@ -399,29 +467,15 @@ def sequence_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
     Examples
     --------
-    >>> x = np.random.default_rng(0).normal(size=(40, 8))
-    >>> round(sequence_similarity(x, np.repeat(x, 2, axis=0)), 6)  # the same melody at half the tempo
+    >>> x = np.random.default_rng(0).normal(size=(len(KEY_SHIFTS) * 40, 8))
+    >>> round(sequence_similarity(x, x), 6)
     1.0
     """
-    import librosa
-
-    cost, path = librosa.sequence.dtw(X=np.asarray(a, np.float32).T, Y=np.asarray(b, np.float32).T, metric="cosine")
-    return float(1.0 - cost[-1, -1] / len(path))
-
-
-def melody_similarity(vector_cosine: np.ndarray | float, sequence_match: np.ndarray | float) -> np.ndarray | float:
-    """How alike two songs' melodies are when both have a melody sequence: the mean of the two measures.
-
-    The melody vectors' cosine hears how each tune's phrases recur in time; the sequences'
-    match (:func:`sequence_similarity`) aligns them note by note. On the held-out songs their
-    mean found the same tune sung by another singer more often than either alone, on mixes
-    and on isolated vocals (bench/results/tcae.md).
-
-    Parameters
-    ----------
-    vector_cosine, sequence_match : float or np.ndarray of one shape
-    """
-    return 0.5 * (vector_cosine + sequence_match)
+    a_keys, b_keys = _in_keys(a), _in_keys(b)
+    return max(
+        max(local_alignment(a_key, b_keys[0]) for a_key in a_keys),
+        max(local_alignment(a_keys[0], b_key) for b_key in b_keys[1:]),
+    )
 
 
 if __name__ == "__main__":
