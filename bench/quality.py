@@ -130,7 +130,7 @@ def markdown(results: dict[str, dict], *, args: argparse.Namespace, seconds: dic
            if args.voice_set == "eval" else " This voice set is not held out of training: the numbers flatter the models.")
         + f" Timbre: the shipped encoder, `{mixes['embeddings']['timbre'].get('model_version')}`;"
         f" melody: the shipped TCAE, `{mixes['embeddings']['melody'].get('model_version')}`"
-        " (`melody`: the mean of its melody vectors' cosine and its melody sequences' match by dynamic time warping;"
+        " (`melody`: its melody sequences' match, by local alignment in the best of 7 keys;"
         " `melody_vector`: the melody vector alone, the autocorrelation of the sequence)."
         f" Separator: `{mixes['settings']['separator']}`;"
         f" combined score weights: timbre {mixes['settings']['w_timbre']:g}, melody {mixes['settings']['w_melody']:g}.",

@@ -54,7 +54,7 @@ RESULTS = REPO / "bench" / "results"
 VARIANTS = {
     "plain": ("the seed's TCAE: reconstruction only, fixed input scaling", 0.0, 0.0),
     "centred": ("reconstruction only, each band minus its causal 2 s running mean", 0.0, 2.0),
-    "contrastive": ("centred, + NT-Xent on the melody vector between key- and tempo-changed views", 1.0, 2.0),
+    "contrastive": ("centred, + NT-Xent on the pooled latent between key- and tempo-changed views", 1.0, 2.0),
 }
 EVAL_WORK = Path(tempfile.gettempdir()) / "nextvox-bench-quality" / "eval-s13-n6-30s-seed2024"
 

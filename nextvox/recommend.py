@@ -57,7 +57,7 @@ NEAR_DUPLICATE_SIMILARITY = 0.9  # fingerprints this alike are one recording (se
 PERCENTILE_SAMPLE = 4096  # library vectors against which "closer than X% of the library" is measured
 MIN_CANDIDATES = 100  # first candidate pool; grown fourfold while filters leave too few
 # With a melody weight, the first pool is this plus 3k and every candidate in it is matched
-# by its melody sequence (dynamic time warping: 4.5 ms a pair of 120 s songs, bench/results/tcae.md).
+# by its melody sequence (local alignment in 13 pairs of keys: about 8 ms a pair, bench/results/tcae.md).
 MIN_SEQUENCE_CANDIDATES = 30
 
 
@@ -279,10 +279,9 @@ class Recommender:
             Results wanted, at least 1.
         w_timbre, w_melody : float
             Weights of the timbre and melody similarities in the score, each >= 0. The timbre
-            similarity is a cosine; the melody similarity is
-            :func:`nextvox.models.tcae.melody_similarity` (the mean of the melody vectors'
-            cosine and the sequences' match, averaged over a history) where the query and the
-            candidate have sequences, else the melody vectors' cosine.
+            similarity is a cosine; the melody similarity is the melody sequences' match
+            (:func:`nextvox.models.tcae.sequence_similarity`, averaged over a history) where
+            the query and the candidate have sequences, else the melody vectors' cosine.
         filters : Filters
         diversity : Diversity
         """

@@ -269,10 +269,10 @@ def test_evaluate_library_result_has_the_contract_shape(evaluated):
 
 def test_missing_embeddings_say_so_instead_of_numbers(evaluated):
     result, _, _ = evaluated
-    # The melody rows are the shipped TCAE's, with its version: vector and sequence match, and the vector alone.
+    # The melody rows are the shipped TCAE's, with its version: the sequence match, and the vector alone.
     melody, vector = result["embeddings"]["melody"], result["embeddings"]["melody_vector"]
     assert melody["model_version"] == vector["model_version"] == tcae_weights_version(TCAE_WEIGHTS)
-    assert melody["note"] == "mean of the melody vectors' cosine and the sequences' match by dynamic time warping" and melody["singer_map"] is not None
+    assert melody["note"] == "the melody sequences' match (local alignment, best of 7 keys)" and melody["singer_map"] is not None
     assert vector["singer_map"] is not None and vector["melody_map"] != melody["melody_map"]
     head_row, head = result["gender"]["default_head"], shipped_head()
     if head is None:

@@ -12,8 +12,11 @@ log-mel from it. Everything is causal: the latent at frame t depends on frames <
 
 The **melody sequence** is the latent sequence with each channel standardised over the song
 (what stays the same all song long, the voice above all, is removed) and averaged over
-``SEQUENCE_HOP_FRAMES``. Two songs' sequences are compared by dynamic time warping
-(:func:`sequence_similarity`), which absorbs tempo differences. The **melody vector**, what
+``SEQUENCE_HOP_FRAMES``, over the loudest ``SEQUENCE_MAX_STEPS`` steps of the excerpt and in
+each of ``KEY_SHIFTS`` (the log-mel transposed before encoding, as chroma baselines try every
+rotation). Two songs' sequences are compared by local alignment in the best key of either
+(:func:`sequence_similarity`): the best-matching stretches line up whatever the tempo, the
+key and the verse each excerpt starts in. The **melody vector**, what
 the vector index searches, is the sequence's autocorrelation: for each latent channel, how
 much it resembles itself ``1 ... AUTOCORRELATION_LAGS`` steps (0.26 - 8.2 s) later
 (:func:`sequence_autocorrelation`). It keeps how the tune's phrases recur in time, which a
