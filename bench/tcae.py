@@ -44,7 +44,7 @@ from nextvox.evaluation import cosine_similarity, evaluate_library, melody_retri
 from nextvox.features import MelCache
 from nextvox.models.tcae import (
     AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS, TCAE, TCAEConfig, load_weights, local_alignment,
-    melody_vector, melody_vector_and_sequence, sequence_autocorrelation, sequence_similarity,
+    melody_vector, melody_vector_and_sequence, sequence_autocorrelation, sequence_keys, sequence_similarity,
 )  # fmt: skip
 from nextvox.training import TCAETrainConfig, library_log_mels, train_tcae
 
@@ -149,9 +149,7 @@ def side_matches(weights: Path | None, library: Path, labels_csv: Path, data_dir
             for mel in mels:
                 sequences.append(melody_vector_and_sequence(tcae, mel, n_valid_frames=mel.shape[1])[1])
                 pooled.append(TCAE.pool(tcae.encode(torch.from_numpy(mel.astype(np.float32))[None]))[0].numpy())
-        steps = [len(q) // len(KEY_SHIFTS) for q in sequences]
-        as_sung = [q[:n].astype(np.float32) / (np.linalg.norm(q[:n].astype(np.float32), axis=1, keepdims=True) + 1e-6)
-                   for q, n in zip(sequences, steps)]  # fmt: skip
+        as_sung = [sequence_keys(q)[0] for q in sequences]
         matrix = np.eye(len(as_sung), dtype=np.float32)
         for i in range(len(as_sung)):
             for j in range(i + 1, len(as_sung)):

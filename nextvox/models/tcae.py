@@ -71,6 +71,7 @@ __all__ = [
     "sequence_autocorrelation",
     "KEY_SHIFTS",
     "SEQUENCE_MAX_STEPS",
+    "sequence_keys",
     "local_alignment",
     "sequence_similarity",
 ]
@@ -426,8 +427,8 @@ def melody_sequence(
     return melody_vector_and_sequence(tcae, log_mel_spectrogram, n_valid_frames=n_valid_frames, hop_frames=hop_frames)[1]
 
 
-def _in_keys(sequence: np.ndarray) -> np.ndarray:
-    """(len(KEY_SHIFTS) * steps, D) as stored -> (len(KEY_SHIFTS), steps, D) float32, each step unit length."""
+def sequence_keys(sequence: np.ndarray) -> np.ndarray:
+    """A stored melody sequence, (len(KEY_SHIFTS) * steps, D), as one unit-step sequence per key: (len(KEY_SHIFTS), steps, D) float32."""
     keys = np.asarray(sequence, np.float32).reshape(len(KEY_SHIFTS), -1, sequence.shape[-1])
     return keys / (np.linalg.norm(keys, axis=2, keepdims=True) + 1e-6)
 
@@ -474,7 +475,7 @@ def sequence_similarity(a: np.ndarray, b: np.ndarray) -> float:
     >>> round(sequence_similarity(x, x), 6)
     1.0
     """
-    a_keys, b_keys = _in_keys(a), _in_keys(b)
+    a_keys, b_keys = sequence_keys(a), sequence_keys(b)
     return max(
         max(local_alignment(a_key, b_keys[0]) for a_key in a_keys),
         max(local_alignment(a_keys[0], b_key) for b_key in b_keys[1:]),
