@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from nextvox.errors import NextvoxError
 from nextvox.evaluation import evaluate_library, format_table
+from nextvox.models.tcae import KEY_SHIFTS
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -130,7 +131,7 @@ def markdown(results: dict[str, dict], *, args: argparse.Namespace, seconds: dic
            if args.voice_set == "eval" else " This voice set is not held out of training: the numbers flatter the models.")
         + f" Timbre: the shipped encoder, `{mixes['embeddings']['timbre'].get('model_version')}`;"
         f" melody: the shipped TCAE, `{mixes['embeddings']['melody'].get('model_version')}`"
-        " (`melody`: its melody sequences' match, by local alignment in the best of 7 keys;"
+        f" (`melody`: its melody sequences' match, by local alignment in the best of {len(KEY_SHIFTS)} keys;"
         " `melody_vector`: the melody vector alone, the autocorrelation of the sequence)."
         f" Separator: `{mixes['settings']['separator']}`;"
         f" combined score weights: timbre {mixes['settings']['w_timbre']:g}, melody {mixes['settings']['w_melody']:g}.",

@@ -39,6 +39,7 @@ tempo-invariant contrastive term on the melody vector) lives in :mod:`nextvox.tr
 from __future__ import annotations
 
 import pickle
+from functools import lru_cache
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nextvox.augmentations import PitchShift
 from nextvox.constants import FRAME_RATE_HZ, N_MELS
 from nextvox.errors import NextvoxError
 from nextvox.models.weights_file import cached_loader, file_digest
@@ -326,7 +328,7 @@ def melody_vector_and_sequence(
     vector = sequence_autocorrelation(_sequence(tcae.encode(x)[0].float().numpy(), hop_frames=hop_frames))
     start = loudest_window(log_mel_spectrogram[:, :n_valid_frames], frames=SEQUENCE_MAX_STEPS * hop_frames)
     sung = x[..., start : start + SEQUENCE_MAX_STEPS * hop_frames].expand(len(KEY_SHIFTS), -1, -1)
-    latents = tcae.encode(_key_shift(sung, torch.tensor(KEY_SHIFTS)))  # (keys, latent_dim, frames): the causal encoder starts afresh
+    latents = tcae.encode(_key_shifter()(sung, torch.tensor(KEY_SHIFTS)))  # (keys, latent_dim, frames): the causal encoder starts afresh
     keys = [_sequence(latent.float().numpy(), hop_frames=hop_frames) for latent in latents]
     return vector, np.concatenate(keys).astype(np.float16)
 
@@ -353,11 +355,10 @@ def loudest_window(log_mel_spectrogram: np.ndarray, *, frames: int) -> int:
     return int(np.argmax(window_power))
 
 
-def _key_shift(log_mel: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
-    """(B, N_MELS, T) log-mel sung ``semitones`` (B,) higher: the mel axis warped (:class:`nextvox.augmentations.PitchShift`)."""
-    from nextvox.augmentations import PitchShift
-
-    return PitchShift()(log_mel, semitones)
+@lru_cache(maxsize=1)
+def _key_shifter() -> PitchShift:
+    """The warp of the mel axis that moves a log-mel to another key, built once per process (its band table)."""
+    return PitchShift()
 
 
 def melody_vector(tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int) -> np.ndarray:
