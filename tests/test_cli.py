@@ -77,6 +77,31 @@ def test_recommend_from_an_outside_file_and_a_history(analysed: tuple[Path, Path
     assert [r["path"] for r in history["results"]] == ["high/song2.flac"]
 
 
+# The keys of every --json document (DESIGN.md's contract): a key may be added, never renamed or dropped.
+ANALYZE_KEYS = {"files", "new", "changed", "moved", "removed", "analyzed_now", "failed_now", "audio_s", "wall_s",
+                "x_real_time", "seconds_per_stage", "counts", "gender_note"}
+STATUS_KEYS = {"library", "counts", "gender", "tracks"}
+STATUS_TRACK_KEYS = {"path", "status", "error", "artist", "title", "album", "genre", "duration_s"}
+RESULT_KEYS = {"path", "score", "timbre_similarity", "melody_similarity", "reason", "artist", "title", "album", "genre",
+               "tags", "gender", "duration_s"}
+
+
+def test_json_documents_keep_their_keys(analysed: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    library, data, _ = analysed
+    summary = json.loads(run("analyze", str(library), "--data-dir", str(data), "--json").stdout)
+    assert ANALYZE_KEYS <= set(summary)
+    assert {"decode", "separation", "features", "inference", "write"} <= set(summary["seconds_per_stage"])
+    assert {"analyzed", "failed", "pending"} <= set(summary["counts"])
+    status = json.loads(run("status", str(library), "--data-dir", str(data), "--json").stdout)
+    assert STATUS_KEYS <= set(status) and {"head", "predicted", "note"} <= set(status["gender"])
+    assert all(STATUS_TRACK_KEYS <= set(t) for t in status["tracks"])
+    answer = json.loads(run("recommend", str(library), "low/song0.wav", "--data-dir", str(data), "--json").stdout)
+    assert {"query", "results"} <= set(answer) and all(RESULT_KEYS <= set(r) for r in answer["results"])
+    radio = json.loads(run("radio", str(library), "low/song0.wav", "-n", "3", "--out", str(tmp_path / "r.m3u8"),
+                           "--data-dir", str(data), "--json").stdout)
+    assert {"seed", "out", "tracks"} <= set(radio) and all(RESULT_KEYS <= set(r) for r in radio["tracks"])
+
+
 @pytest.mark.parametrize(
     "args, code",
     [
