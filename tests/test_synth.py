@@ -186,3 +186,12 @@ def test_a_relative_output_folder_renders(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     labels = render_library(Path("relative-lib"), n_singers=1, n_songs=1, seed=3, max_song_s=3.0, jobs=1)
     assert labels == tmp_path / "relative-lib" / "labels.csv" and labels.exists()
+
+
+def test_corpus_titles_keep_their_umlauts(tmp_path: Path) -> None:
+    """Titles of the Essen collections stored in code page 437 read as German, not as U+0081."""
+    from nextvox.synth.melodies import load_melodies
+
+    titles = [m.title for m in load_melodies(count=60, cache_dir=tmp_path)]
+    assert not [t for t in titles if any(0x80 <= ord(c) < 0xA0 for c in t)]
+    assert "Maria Die Ging Wohl Über Land" in titles

@@ -26,7 +26,7 @@ from nextvox.errors import NextvoxError
 
 __all__ = ["Melody", "load_melodies", "transpose_into_range", "melody_seconds", "MELODY_CACHE_VERSION"]
 
-MELODY_CACHE_VERSION = 1
+MELODY_CACHE_VERSION = 2  # 2: titles read as their files are encoded (umlauts, not U+0081)
 
 # Collections scanned round-robin (German, Luxembourgish, Chinese and Lorraine folk songs).
 COLLECTIONS = ("kinder0", "erk10", "boehme10", "han1", "lux", "fink0", "zuccal0", "altdeu20", "lot", "erk20")
@@ -107,6 +107,30 @@ def transpose_into_range(*, pitch_midi: np.ndarray, low_midi: int, high_midi: in
     headroom_up = max(high_midi - (hi + centred), 0)
     headroom_down = max((lo + centred) - low_midi, 0)
     return centred + int(np.clip(offset_semitones, -headroom_down, headroom_up))
+
+
+def corpus_text(raw: bytes) -> str:
+    """The text of an Essen ABC file of music21's corpus, its umlauts restored.
+
+    Some of these files were written in the DOS code page 437 and later stored as UTF-8 as
+    though that were Latin-1: ``ü`` (cp437 byte 0x81) became U+0081, ``ß`` (0xE1) became
+    ``á``. A file holding such C1 control characters is turned back into its bytes and read
+    as cp437; any other file is read as the UTF-8 it is.
+
+    Examples
+    --------
+    >>> corpus_text("T: Wir haben verloren ein Bl\u0081melein, Das ist ein harte Bu\u00e1".encode())
+    'T: Wir haben verloren ein Blümelein, Das ist ein harte Buß'
+    >>> corpus_text("T: Grüß Gott".encode())
+    'T: Grüß Gott'
+    """
+    text = raw.decode("utf-8", errors="replace")
+    if not re.search("[\u0080-\u009f]", text):
+        return text
+    try:
+        return text.encode("latin-1").decode("cp437")
+    except UnicodeEncodeError:  # characters beyond Latin-1: not a mis-stored cp437 file
+        return text
 
 
 def _tunes(text: str) -> list[str]:
@@ -201,7 +225,7 @@ def _scan(count: int) -> list[Melody]:
     for name in COLLECTIONS:
         paths = corpus.getWork(f"essenFolksong/{name}")
         path = Path(paths[0] if isinstance(paths, list) else paths)
-        files[name] = _tunes(path.read_text(encoding="utf-8", errors="replace"))
+        files[name] = _tunes(corpus_text(path.read_bytes()))
     found: list[Melody] = []
     titles: list[frozenset[str]] = []
     openings: set[tuple[int, ...]] = set()
