@@ -385,6 +385,57 @@ def radio(
         _print_tracks(songs)
 
 
+# ---- path ------------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.argument("start", metavar="FROM", type=click.Path(path_type=Path))
+@click.argument("end", metavar="TO", type=click.Path(path_type=Path))
+@click.option("-n", "--n", "n", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Songs in the path, FROM and TO included.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the playlist here; the extension picks the format: .m3u8 or .xspf.")
+@click.option("--follow", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="0 keeps each song nearest its point on the way; 1 lets the song before decide.")
+@_filter_options
+@json_flag
+@data_dir_option
+@click.pass_context
+def path(
+    ctx: click.Context, library: Path, start: Path, end: Path, n: int, out: Path | None, follow: float,
+    exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
+    data_dir: Path | None,
+) -> None:
+    """A voice path: a playlist from FROM to TO, each voice close to the one before (library tracks)."""
+    from nextvox.analysis import AnalysisSettings
+    from nextvox.catalogue import Catalogue, resolve_library
+    from nextvox.playlists import PLAYLIST_FORMATS, playlist_entries, write_playlist
+    from nextvox.recommend import Recommender, resolve_query
+    from nextvox.voicepath import voice_path
+
+    if out is not None and out.suffix.lower().lstrip(".") not in PLAYLIST_FORMATS:
+        raise click.UsageError(f"--out must end in .m3u8 or .xspf: {out}")
+    root = resolve_library(library)
+    with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        ends = [resolve_query(catalogue, track, settings=AnalysisSettings()) for track in (start, end)]
+        songs = voice_path(Recommender(catalogue), ends[0], ends[1], n=n, follow=follow,
+                           filters=_filters(root, exclude_artist, heard, genre, gender))
+    title = f"nextvox path: {ends[0].label} to {ends[1].label}"
+    if out is not None:
+        write_playlist(playlist_entries(songs, library=root), out, title=title)
+    if as_json:
+        print(json.dumps({"from": ends[0].label, "to": ends[1].label, "out": str(out) if out else None,
+                          "tracks": [r.__dict__ for r in songs]}))
+        return
+    if len(songs) < n:
+        stderr.print(f"only {len(songs)} songs: the library (after the filters) has no more voices for this path")
+    if out is not None:
+        stderr.print(f"{len(songs)} songs written to {out}")
+    else:
+        _print_tracks(songs)
+
+
 # ---- serve -----------------------------------------------------------------------------------
 
 

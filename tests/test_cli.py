@@ -87,7 +87,7 @@ RESULT_KEYS = {"path", "score", "timbre_similarity", "melody_similarity", "reaso
 
 
 def test_json_documents_keep_their_keys(analysed: tuple[Path, Path, dict], tmp_path: Path) -> None:
-    library, data, _ = analysed
+    library, data, labels = analysed
     summary = json.loads(run("analyze", str(library), "--data-dir", str(data), "--json").stdout)
     assert ANALYZE_KEYS <= set(summary)
     assert {"decode", "separation", "features", "inference", "write"} <= set(summary["seconds_per_stage"])
@@ -100,6 +100,10 @@ def test_json_documents_keep_their_keys(analysed: tuple[Path, Path, dict], tmp_p
     radio = json.loads(run("radio", str(library), "low/song0.wav", "-n", "3", "--out", str(tmp_path / "r.m3u8"),
                            "--data-dir", str(data), "--json").stdout)
     assert {"seed", "out", "tracks"} <= set(radio) and all(RESULT_KEYS <= set(r) for r in radio["tracks"])
+    high = next(p for p, singer in labels.items() if singer == "high")
+    path = json.loads(run("path", str(library), "low/song0.wav", high, "-n", "4", "--data-dir", str(data),
+                          "--json").stdout)
+    assert {"from", "to", "out", "tracks"} <= set(path) and all(RESULT_KEYS <= set(r) for r in path["tracks"])
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from nextvox import __version__
 from nextvox.analysis import AnalysisSettings
 from nextvox.api.errors import install_error_handlers
-from nextvox.api.routers import audio, embedding_map, health, radio, recommend, tracks, web
+from nextvox.api.routers import audio, embedding_map, health, radio, recommend, tracks, voice_path, web
 from nextvox.api.service import DEFAULT_MAX_UPLOAD_BYTES, LibraryService
 
 __all__ = ["create_app"]
@@ -42,7 +42,7 @@ def create_app(
                   description="Recommend songs by the singer's voice: tracks, voice-alike recommendations, radio, map.")
     app.state.service = service
     install_error_handlers(app)
-    for concern in (health, tracks, audio, recommend, radio, embedding_map):
+    for concern in (health, tracks, audio, recommend, radio, voice_path, embedding_map):
         app.include_router(concern.router, prefix="/api")
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")

@@ -22,6 +22,8 @@ __all__ = [
     "RecommendationsOut",
     "RadioRequest",
     "RadioOut",
+    "PathRequest",
+    "PathOut",
     "PlaylistExportRequest",
     "MapPoint",
     "MapOut",
@@ -139,6 +141,21 @@ class RadioRequest(_Strict):
 class RadioOut(BaseModel):
     seeds: list[str]
     tracks: list[RecommendationOut]
+    notes: list[str]
+
+
+class PathRequest(_Strict):
+    start: str = Field(min_length=1, max_length=4096, description="library path of the first song")
+    end: str = Field(min_length=1, max_length=4096, description="library path of the last song")
+    n: int = Field(20, ge=2, le=MAX_RADIO_SONGS, description="songs in the path, start and end included")
+    follow: float = Field(0.5, ge=0.0, le=1.0, description="0 keeps each song nearest its point on the way; 1 lets the song before decide")
+    filters: FiltersIn = Field(default_factory=FiltersIn)
+
+
+class PathOut(BaseModel):
+    start: str
+    end: str
+    tracks: list[RecommendationOut] = Field(description="start first, end last; timbre_similarity is each song's cosine with the one before")
     notes: list[str]
 
 
