@@ -29,6 +29,7 @@ from nextvox.gender import active_head, predict_library_genders
 from nextvox.models import tcae
 from nextvox.models.tcae import AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS
 from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
+from nextvox.processes import die_with_parent
 from nextvox.separation import DEFAULT_SEPARATOR, separate, separator_version
 
 __all__ = [
@@ -231,11 +232,13 @@ def analyze_track(
 
 # ---- worker processes ----------------------------------------------------------------------
 
-def _worker_init(log_path: str) -> None:
+def _worker_init(log_path: str, parent_pid: int) -> None:
     import signal
 
     import torch
 
+    # A parent killed outright (kill -9, the OOM killer) cannot stop its workers: the kernel does.
+    die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group: only the parent handles it (it saves what is
     # done and stops the workers); a worker killed mid-track would look like a crash and the
     # pool would be rebuilt and go on.
@@ -269,7 +272,8 @@ def _new_pool(jobs: int, log_path: Path) -> ProcessPoolExecutor:
         os.environ.setdefault(variable, "1")
     # spawn, not fork: torch and OpenMP thread pools do not survive a fork safely.
     return ProcessPoolExecutor(
-        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(str(log_path),)
+        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+        initargs=(str(log_path), os.getpid()),
     )
 
 

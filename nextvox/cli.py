@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nextvox.errors import NextvoxError
+from nextvox.processes import sigterm_as_interrupt
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 # Wide enough that a table piped to a file or a pager keeps one line per row.
@@ -781,7 +782,9 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 usage error, 1 any other failure)."""
     try:
-        result = app.main(args=argv, prog_name="nextvox", standalone_mode=False)
+        # SIGTERM (kill, a service manager) stops a command as Ctrl-C does: what is done is saved.
+        with sigterm_as_interrupt():
+            result = app.main(args=argv, prog_name="nextvox", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as error:
         print(error.ctx.get_help() if error.ctx else "usage: nextvox COMMAND ...", file=sys.stderr)
         return 2
