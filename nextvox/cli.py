@@ -108,9 +108,13 @@ def _progress(enabled: bool = True) -> Iterator[Progress]:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed gives the same library.")
 @click.option("--voices", type=click.Choice(["demo", "train"]), default="demo", show_default=True,
               help="demo: Debian-main voices; train: adds MBROLA, espeak-ng and warped voices.")
+@click.option("--production", type=click.Choice(["plain", "studio", "mixed"]), default="plain", show_default=True,
+              help="plain: a small band under a dry voice; studio: drums, more instruments, vocal effects, "
+                   "bus compression, lossy codecs, drawn per song; mixed: each song one or the other.")
 @jobs_option
 @data_dir_option
-def demo(directory: Path, singers: int, songs: int, seed: int, voices: str, jobs: int | None, data_dir: Path | None) -> None:
+def demo(directory: Path, singers: int, songs: int, seed: int, voices: str, production: str, jobs: int | None,
+         data_dir: Path | None) -> None:  # fmt: skip
     """Make the project's own labelled song library: real recorded voices sing real melodies."""
     del data_dir  # taken like every command's; the generator keeps no catalogue
     from nextvox.synth import render_library
@@ -119,7 +123,7 @@ def demo(directory: Path, singers: int, songs: int, seed: int, voices: str, jobs
     with _progress() as progress:
         task = progress.add_task("rendering songs", total=None)
         labels = render_library(
-            directory, n_singers=singers, n_songs=songs, seed=seed, voice_set=voices, jobs=jobs,
+            directory, n_singers=singers, n_songs=songs, seed=seed, voice_set=voices, production=production, jobs=jobs,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     stderr.print(f"library ready in {time.perf_counter() - started:.0f} s: {directory} (labels: {labels})")

@@ -4,6 +4,7 @@ import csv
 import filecmp
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -15,7 +16,9 @@ import soundfile as sf
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import MissingDependencyError, NextvoxError
 from nextvox.synth import render_library
+from nextvox.synth.accompaniment import accompaniment_midi, choose_chords, render_midi
 from nextvox.synth.library import CACHE_DIR_NAME, FORMATS, LABEL_COLUMNS, plan_library, render_song_audio, song_notes
+from nextvox.synth.production import GROOVES, LEAD_PARTS, PRODUCTION_COLUMNS, drum_events, lead_events, produce_mix
 from nextvox.synth.singing import pitch_accuracy
 from nextvox.synth.voices import SINGERS, select_singers
 
@@ -195,3 +198,78 @@ def test_corpus_titles_keep_their_umlauts(tmp_path: Path) -> None:
     titles = [m.title for m in load_melodies(count=60, cache_dir=tmp_path)]
     assert not [t for t in titles if any(0x80 <= ord(c) < 0xA0 for c in t)]
     assert "Maria Die Ging Wohl Über Land" in titles
+
+
+# ---- studio production ---------------------------------------------------------------------------
+
+STUDIO_SETTINGS = {"n_singers": 2, "n_songs": 2, "seed": 11, "voice_set": "demo", "max_song_s": 5.0, "production": "studio"}
+
+
+@pytest.fixture(scope="module")
+def studio_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out_dir = tmp_path_factory.mktemp("studio")
+    render_library(out_dir, jobs=1, **STUDIO_SETTINGS)
+    return out_dir
+
+
+def test_studio_library_records_its_production(studio_library):
+    rows = _labels(studio_library)
+    assert tuple(rows[0].keys()) == LABEL_COLUMNS and set(PRODUCTION_COLUMNS) <= set(LABEL_COLUMNS)
+    assert {r["production"] for r in rows} == {"studio"}
+    for row, plan in zip(rows, _plans(studio_library)):
+        assert row["drums"] in GROOVES and row["lead_part"] in LEAD_PARTS
+        assert -6.0 <= float(row["ratio_db"]) <= 6.0
+        assert row["path"].endswith("." + row["format"])
+        assert float(row["ratio_db"]) == plan.production.ratio_db
+        mix = _decode_mono(studio_library / row["path"])
+        assert abs(len(mix) / SAMPLE_RATE_HZ - float(row["duration_s"])) < 0.1
+        if row["format"] in ("mp3", "m4a", "opus") and int(row["bitrate_kbps"]):
+            probed = av.open(str(studio_library / row["path"]))
+            kbps = probed.bit_rate / 1000 if probed.bit_rate else None
+            probed.close()
+            assert kbps is None or kbps < 2 * int(row["bitrate_kbps"]) + 32, (row["path"], kbps)
+
+
+def test_studio_plans_are_the_plain_songs_produced(tmp_path):
+    settings = {k: v for k, v in STUDIO_SETTINGS.items() if k != "production"}
+    plain = plan_library(cache_dir=tmp_path, **settings)
+    assert plain == plan_library(cache_dir=tmp_path, production="plain", **settings)
+    studio = plan_library(cache_dir=tmp_path, production="studio", **settings)
+    mixed = plan_library(cache_dir=tmp_path, production="mixed", n_singers=4, n_songs=4, seed=3, voice_set="demo", max_song_s=5.0)
+    for a, b in zip(plain, studio):
+        assert (a.melody, a.tempo_qpm, a.transposition, a.singer, a.seed) == (b.melody, b.tempo_qpm, b.transposition, b.singer, b.seed)
+        assert a.production.is_plain and b.production.style == "studio"
+    assert {p.production.style for p in mixed} == {"plain", "studio"}
+    with pytest.raises(NextvoxError, match="production"):
+        render_library(tmp_path / "lib", n_singers=2, n_songs=1, production="live", jobs=1)
+
+
+def test_studio_mix_keeps_the_vocal_ratio_and_every_element_sounds(studio_library):
+    plan = _plans(studio_library)[0]
+    band = np.random.default_rng(0).normal(0, 0.1, (SAMPLE_RATE_HZ * 3, 2))
+    t = np.arange(SAMPLE_RATE_HZ * 3) / SAMPLE_RATE_HZ
+    lead = np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+    dry = replace(plan.production, compression_db=0.0, limiter_db=0.0, reverb_s=0.0, delay_ms=0.0, harmony_steps=0,
+                  double_track_db=-np.inf, stereo_width=1.0, ratio_db=-4.0)  # fmt: skip
+    mix, kept = produce_mix(lead=lead, band=band, production=dry, sample_rate_hz=SAMPLE_RATE_HZ, seed=0, fade_s=0.0)
+    rest = 0.5 * (mix[:, 0] + mix[:, 1]) - kept
+    assert 10 * np.log10(np.mean(kept**2) / np.mean(rest**2)) == pytest.approx(-4.0, abs=0.1)
+    wet = replace(dry, reverb_s=1.2, reverb_wet_db=-6.0, limiter_db=6.0)
+    mix_wet, kept_wet = produce_mix(lead=lead, band=band, production=wet, sample_rate_hz=SAMPLE_RATE_HZ, seed=0, fade_s=0.0)
+    assert np.abs(mix_wet).max() == pytest.approx(10 ** (-1 / 20), rel=1e-3)
+    # The limiter squeezes the peaks: the crest factor falls.
+    assert np.abs(mix_wet).max() / np.sqrt(np.mean(mix_wet**2)) < np.abs(mix).max() / np.sqrt(np.mean(mix**2))
+
+
+def test_studio_midi_carries_drums_lead_and_instruments():
+    chords = choose_chords(onset_beats=np.array([0.0, 2.0]), duration_beats=np.array([2.0, 2.0]), pitch_midi=np.array([65.0, 60.0]),
+                           tonic_pc=0, beats_per_bar=4.0, total_beats=8.0)  # fmt: skip
+    extra = drum_events(groove="shuffle", start_beat=0.0, total_beats=8.0, beats_per_bar=4.0)
+    extra += lead_events(notes=[(0.0, 2.0, 65.0), (2.0, 2.0, 60.0)], part="doubling", beats_per_bar=4.0, total_beats=8.0, velocity=90)
+    midi = accompaniment_midi(chords=chords, style="jazz", beats_per_bar=4.0, tempo_qpm=120.0, total_beats=8.0,
+                              programs={0: 4, 3: 73}, extra_events=extra, own_drums=False)  # fmt: skip
+    assert bytes([0xC0, 4]) in midi and bytes([0xC3, 73]) in midi  # program changes: e-piano, flute
+    assert bytes([0x99, 49]) in midi and bytes([0x93, 65]) in midi  # a crash on channel 10, the lead's first note
+    assert bytes([0x99, 51]) in midi  # the shuffle's ride
+    audio = render_midi(midi=midi, sample_rate_hz=SAMPLE_RATE_HZ, n_samples=SAMPLE_RATE_HZ * 4)
+    assert np.sqrt(np.mean(audio**2)) > 0.01

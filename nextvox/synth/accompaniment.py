@@ -20,7 +20,7 @@ import soundfile as sf
 from nextvox.errors import NextvoxError
 from nextvox.synth.voices import soundfont_path
 
-__all__ = ["STYLES", "Chord", "choose_chords", "accompaniment_midi", "render_midi"]
+__all__ = ["STYLES", "STYLE_BASS_CHANNEL", "Chord", "Event", "choose_chords", "accompaniment_midi", "render_midi"]
 
 STYLES = ("folk", "jazz", "rock", "ballad")
 TICKS_PER_BEAT = 480
@@ -154,6 +154,9 @@ def _ballad(chord: Chord, beats_per_bar: float) -> list[Event]:
     return events
 
 
+# Style -> the channel of its bass line (None: the style has no bass instrument of its own).
+STYLE_BASS_CHANNEL = {"folk": None, "jazz": 1, "rock": 1, "ballad": None}
+
 # Style -> (pattern, General MIDI program per channel, 0-based).
 _STYLES = {
     "folk": (_folk, {0: 25}),  # acoustic guitar (steel)
@@ -172,7 +175,10 @@ def _variable_length(value: int) -> bytes:
     return bytes(reversed(out))
 
 
-def accompaniment_midi(*, chords: list[Chord], style: str, beats_per_bar: float, tempo_qpm: float, total_beats: float) -> bytes:
+def accompaniment_midi(
+    *, chords: list[Chord], style: str, beats_per_bar: float, tempo_qpm: float, total_beats: float,
+    programs: dict[int, int] | None = None, extra_events: tuple[Event, ...] | list[Event] = (), own_drums: bool = True,
+) -> bytes:  # fmt: skip
     """A Standard MIDI File (format 0) of the accompaniment.
 
     Parameters
@@ -187,12 +193,21 @@ def accompaniment_midi(*, chords: list[Chord], style: str, beats_per_bar: float,
         Quarter notes per minute.
     total_beats : float
         Song length: the file ends there so the render has the song's length.
+    programs : dict, optional
+        General MIDI program (0-based) per channel, replacing or adding to the style's own.
+    extra_events : sequence of (start beat, length in beats, channel, MIDI pitch, velocity)
+        More parts played with the style's (drums, a lead line, a pad; see
+        :mod:`nextvox.synth.production`).
+    own_drums : bool
+        False leaves out the style's own drum strokes (when ``extra_events`` bring a groove).
     """
     if style not in _STYLES:
         raise NextvoxError(f"unknown accompaniment style {style!r}; choose one of: {', '.join(STYLES)}")
-    pattern, programs = _STYLES[style]
+    pattern, style_programs = _STYLES[style]
+    programs = {**style_programs, **(programs or {})}
+    events = [e for c in chords for e in pattern(c, beats_per_bar) if own_drums or e[2] != DRUM_CHANNEL]
     timed: list[tuple[int, int, bytes]] = []  # (tick, order: offs before ons, message)
-    for start, length, channel, pitch, velocity in (e for c in chords for e in pattern(c, beats_per_bar)):
+    for start, length, channel, pitch, velocity in (*events, *extra_events):
         on = int(round(max(start, 0.0) * TICKS_PER_BEAT))
         off = min(int(round((start + length) * TICKS_PER_BEAT)), int(total_beats * TICKS_PER_BEAT))
         if off <= on:

@@ -28,7 +28,7 @@ import subprocess
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -38,11 +38,15 @@ import soundfile as sf
 
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
-from nextvox.synth.accompaniment import STYLES, accompaniment_midi, choose_chords, render_midi
+from nextvox.synth.accompaniment import STYLE_BASS_CHANNEL, STYLES, accompaniment_midi, choose_chords, render_midi
 from nextvox.synth.melodies import Melody, load_melodies, melody_seconds, transpose_into_range
 from nextvox.synth.singing import render_vocal
 from nextvox.synth.syllables import SYLLABLES, build_bank, load_bank
 from nextvox.synth.mbrola import build_phonemes, render_vocal_mbrola
+from nextvox.synth.production import (
+    BASS_CHANNEL, LEAD_CHANNEL, LIBRARY_PRODUCTIONS, PAD_CHANNEL, PLAIN, PRODUCTION_COLUMNS, Production, bass_events, draw_production, drum_events,
+    harmony_pitches, lead_events, pad_events, produce_mix, production_labels,
+)  # fmt: skip
 from nextvox.synth.voices import METHOD_MBROLA, Singer, Voice, check_dependencies, select_singers
 
 __all__ = ["SongPlan", "EVAL_MELODY_MODULUS", "melody_split", "LABEL_COLUMNS", "FORMATS", "plan_library", "song_notes", "render_library"]
@@ -51,6 +55,7 @@ FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav")
 LABEL_COLUMNS = (
     "path", "singer", "gender", "melody", "genre", "vocal_path", "ratio_db", "transposition", "tempo_bpm",
     "title", "voice", "engine", "method", "synthetic", "language", "licence", "format", "duration_s",
+    *PRODUCTION_COLUMNS,
 )  # fmt: skip
 CACHE_DIR_NAME = ".nextvox-synth"
 TARGET_SONG_S = 22.0  # verses are repeated until a song is at least this long (3 at most)
@@ -58,6 +63,9 @@ MAX_VERSES = 3
 SHORT_SONG_S = 10.0  # songs capped below this start singing at once, without an intro bar
 MAX_MELODY_POOL = 100  # tunes shared by a big library (each sung by many singers)
 EVAL_MELODY_MODULUS = 4  # one tune in four is held out for evaluation
+# Productions are drawn from a generator of their own (seeded by the library seed, the song
+# and this stream number), so a plain library's plan is the same as before productions existed.
+PRODUCTION_STREAM = 14
 VOCAL_RMS_DBFS = -20.0  # vocal level before the mix is peak-normalised
 PEAK_DBFS = -1.0
 FADE_S = 0.05
@@ -94,6 +102,9 @@ class SongPlan:
         Song length, seconds.
     seed : int
         Seeds the rendition's vibrato phases and dynamics.
+    production : Production
+        How the song is produced (:mod:`nextvox.synth.production`); a studio production's
+        ratio and format are the plan's ``ratio_db`` and ``fmt``.
     """
 
     index: int
@@ -116,6 +127,7 @@ class SongPlan:
     seed: int
     path: str
     vocal_path: str
+    production: Production = PLAIN
 
 
 def _safe_name(text: str) -> str:
@@ -203,7 +215,8 @@ def _melody_pool(*, count: int, voice_set: str, cache_dir: Path) -> list[Melody]
 
 
 def plan_library(
-    *, n_singers: int, n_songs: int, seed: int, voice_set: str, max_song_s: float | None, cache_dir: Path
+    *, n_singers: int, n_songs: int, seed: int, voice_set: str, max_song_s: float | None, cache_dir: Path,
+    production: str = "plain",
 ) -> list[SongPlan]:
     """Decide every song of a library from the seed: singers, tunes, keys, tempi, mix, format.
 
@@ -213,7 +226,14 @@ def plan_library(
     Formats rotate over all songs and styles over each singer's songs (from a seeded
     start), so neither follows the singer. ``train`` and ``eval`` libraries draw their tunes
     from their own melody split only (:func:`melody_split`).
+
+    ``production`` is ``plain`` (the style's band, a dry voice), ``studio`` (every song drawn a
+    studio production: :func:`nextvox.synth.production.draw_production`) or ``mixed`` (each
+    song plain or studio by a fair coin). The same seed gives the same songs in every
+    production: only the production (with its ratio and format) differs.
     """
+    if production not in LIBRARY_PRODUCTIONS:
+        raise NextvoxError(f"unknown production {production!r}; choose one of: {', '.join(LIBRARY_PRODUCTIONS)}")
     singers = _checked_singers(n_singers=n_singers, n_songs=n_songs, voice_set=voice_set, max_song_s=max_song_s)
     pool_size = int(min(max(n_songs, np.ceil(n_singers * n_songs / 2)), max(MAX_MELODY_POOL, n_songs)))
     rng = np.random.default_rng(seed)
@@ -249,7 +269,20 @@ def plan_library(
                     vocal_path=f"vocals/{singer.singer_id}/{stem}.flac",
                 )  # fmt: skip
             )
-    return plans
+    if production == "plain":
+        return plans
+    return [_produced(plan, seed=seed, production=production) for plan in plans]
+
+
+def _produced(plan: SongPlan, *, seed: int, production: str) -> SongPlan:
+    """``plan`` with its drawn production, ratio, format and file name."""
+    rng = np.random.default_rng([seed, plan.index, PRODUCTION_STREAM])
+    style = "studio" if production == "studio" or rng.random() < 0.5 else "plain"
+    drawn = draw_production(rng=rng, style=style)
+    if drawn.is_plain:
+        return plan
+    return replace(plan, production=drawn, ratio_db=drawn.ratio_db, fmt=drawn.fmt,
+                   path=str(Path(plan.path).with_suffix("." + drawn.fmt).as_posix()))  # fmt: skip
 
 
 @cache
@@ -303,19 +336,67 @@ def mix_song(*, vocal: np.ndarray, accompaniment: np.ndarray, ratio_db: float) -
     return (mix * gain).astype(np.float32), (vocal * gain).astype(np.float32)
 
 
+def _sing(*, plan: SongPlan, notes: dict, cache_dir: Path) -> np.ndarray:
+    """Render sung notes (keyword arguments of :func:`nextvox.synth.singing.render_vocal`) in the plan's voice."""
+    if plan.voice.method == METHOD_MBROLA:
+        return render_vocal_mbrola(
+            voice=plan.voice, phoneme_path=build_phonemes(voice=plan.voice, cache_dir=cache_dir / "banks"), **notes
+        )
+    return render_vocal(bank=_bank(plan.voice, plan.singer.warp, cache_dir / "banks"), **notes)
+
+
+def _studio_parts(*, plan: SongPlan, chords: list, onset_beats: np.ndarray, duration_beats: np.ndarray,
+                  pitch_midi: np.ndarray, total_beats: float) -> tuple[dict[int, int], list, bool]:  # fmt: skip
+    """The studio production's MIDI: (programs per channel, added events, keep the style's own drums)."""
+    production = plan.production
+    bar = plan.melody.beats_per_bar
+    programs = {0: production.chord_program}
+    bass_channel = STYLE_BASS_CHANNEL[plan.genre]
+    events = []
+    if bass_channel is None:  # the style has no bass: the studio adds one
+        bass_channel = BASS_CHANNEL
+        events += bass_events(chords=chords)
+    programs[bass_channel] = production.bass_program
+    if production.pad_program >= 0:
+        programs[PAD_CHANNEL] = production.pad_program
+        events += pad_events(chords=chords)
+    if production.lead_program >= 0:
+        programs[LEAD_CHANNEL] = production.lead_program
+        velocity = int(np.clip(round(100 * 10 ** (production.lead_db / 40)), 1, 127))  # velocity ~ amplitude^(1/2)
+        notes = list(zip(onset_beats.tolist(), duration_beats.tolist(), pitch_midi.tolist()))
+        events += lead_events(notes=notes, part=production.lead_part, beats_per_bar=bar, total_beats=total_beats,
+                              velocity=velocity)  # fmt: skip
+    events += drum_events(groove=production.groove, start_beat=plan.intro_beats - (plan.intro_beats % bar),
+                          total_beats=total_beats, beats_per_bar=bar)  # fmt: skip
+    return programs, events, production.groove == "none"
+
+
 def render_song_audio(*, plan: SongPlan, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Render one song: (mix (N, 2), isolated vocal (N,)), float32 at 16 kHz."""
+    """Render one song: (mix (N, 2), isolated vocal (N,)), float32 at 16 kHz.
+
+    A plain song is the style's band under the dry voice (:func:`mix_song`); a studio song adds
+    the production's parts, a harmony and a double take of the voice, the vocal effects and
+    the bus processing (:func:`nextvox.synth.production.produce_mix`). The isolated vocal is
+    always the dry lead at the gain it has in the mix.
+    """
     onset_s, duration_s, pitch_midi, onset_beats = song_notes(plan=plan)
     n_samples = int(round(plan.total_s * SAMPLE_RATE_HZ))
     total_beats = plan.total_s * plan.tempo_qpm / 60.0
+    duration_beats = duration_s * plan.tempo_qpm / 60.0
+    tonic_pc = (plan.melody.tonic_pc + plan.transposition) % 12
     chords = choose_chords(
-        onset_beats=onset_beats, duration_beats=duration_s * plan.tempo_qpm / 60.0, pitch_midi=pitch_midi,
-        tonic_pc=(plan.melody.tonic_pc + plan.transposition) % 12, beats_per_bar=plan.melody.beats_per_bar,
-        total_beats=total_beats,
+        onset_beats=onset_beats, duration_beats=duration_beats, pitch_midi=pitch_midi, tonic_pc=tonic_pc,
+        beats_per_bar=plan.melody.beats_per_bar, total_beats=total_beats,
+    )  # fmt: skip
+    studio = not plan.production.is_plain
+    programs, extra_events, own_drums = (
+        _studio_parts(plan=plan, chords=chords, onset_beats=onset_beats, duration_beats=duration_beats,
+                      pitch_midi=pitch_midi, total_beats=total_beats)
+        if studio else (None, (), True)
     )  # fmt: skip
     midi = accompaniment_midi(
         chords=chords, style=plan.genre, beats_per_bar=plan.melody.beats_per_bar, tempo_qpm=plan.tempo_qpm,
-        total_beats=total_beats,
+        total_beats=total_beats, programs=programs, extra_events=extra_events, own_drums=own_drums,
     )  # fmt: skip
     accompaniment = render_midi(midi=midi, sample_rate_hz=SAMPLE_RATE_HZ, n_samples=n_samples)
     rng = np.random.default_rng(plan.seed)
@@ -328,20 +409,43 @@ def render_song_audio(*, plan: SongPlan, cache_dir: Path) -> tuple[np.ndarray, n
         "total_s": plan.total_s, "vibrato_rate_hz": plan.vibrato_rate_hz,
         "vibrato_depth_cents": plan.vibrato_depth_cents, "gain_db": gain_db, "seed": int(rng.integers(2**31)),
     }  # fmt: skip
-    if plan.voice.method == METHOD_MBROLA:
-        vocal = render_vocal_mbrola(
-            voice=plan.voice, phoneme_path=build_phonemes(voice=plan.voice, cache_dir=cache_dir / "banks"), **notes
-        )
-    else:
-        vocal = render_vocal(bank=_bank(plan.voice, plan.singer.warp, cache_dir / "banks"), **notes)
-    return mix_song(vocal=vocal, accompaniment=accompaniment, ratio_db=plan.ratio_db)
+    vocal = _sing(plan=plan, notes=notes, cache_dir=cache_dir)
+    if not studio:
+        return mix_song(vocal=vocal, accompaniment=accompaniment, ratio_db=plan.ratio_db)
+    production = plan.production
+    takes = np.random.default_rng([plan.seed, PRODUCTION_STREAM])
+    harmony = double = None
+    if production.harmony_steps:
+        pitches = harmony_pitches(pitch_midi=pitch_midi, tonic_pc=tonic_pc, steps=production.harmony_steps)
+        harmony = _sing(plan=plan, notes={**notes, "pitch_midi": pitches, "seed": int(takes.integers(2**31))},
+                        cache_dir=cache_dir)  # fmt: skip
+    if np.isfinite(production.double_track_db):
+        # A second take: the same notes a little early or late and a few cents off, its own vibrato.
+        jitter_s = np.clip(takes.normal(0.0, 0.012, n), -0.03, 0.03)
+        double = _sing(plan=plan, notes={
+            **notes, "onset_s": np.maximum(onset_s + jitter_s, 0.0), "pitch_midi": pitch_midi + takes.normal(0.0, 0.06, n),
+            "gain_db": gain_db + takes.uniform(-1.0, 1.0, n), "seed": int(takes.integers(2**31)),
+        }, cache_dir=cache_dir)  # fmt: skip
+    return produce_mix(lead=vocal, band=accompaniment, production=production, sample_rate_hz=SAMPLE_RATE_HZ,
+                       seed=int(takes.integers(2**31)), harmony=harmony, double=double, vocal_rms_dbfs=VOCAL_RMS_DBFS,
+                       peak_dbfs=PEAK_DBFS, fade_s=FADE_S)  # fmt: skip
 
 
-def _encode(*, mix: np.ndarray, fmt: str, path: Path) -> None:
-    """Encode a 16 kHz stereo float mix with ffmpeg (resampled to the format's usual rate)."""
+def _encode(*, mix: np.ndarray, fmt: str, path: Path, bitrate_kbps: int = 0) -> None:
+    """Encode a 16 kHz stereo float mix with ffmpeg (resampled to the format's usual rate).
+
+    ``bitrate_kbps`` > 0 sets a lossy format's bitrate (kbit/s) instead of its default quality.
+    """
+    options = list(_ENCODERS[fmt])
+    if bitrate_kbps > 0:
+        for quality in ("-q:a", "-b:a"):
+            if quality in options:
+                at = options.index(quality)
+                del options[at : at + 2]
+        options += ["-b:a", f"{bitrate_kbps}k"]
     command = [
         "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(SAMPLE_RATE_HZ), "-ac", "2",
-        "-i", "pipe:0", *_ENCODERS[fmt], "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact",
+        "-i", "pipe:0", *options, "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact",
         "-f", {"m4a": "ipod", "ogg": "ogg", "opus": "ogg"}.get(fmt, fmt), str(path),
     ]  # fmt: skip
     done = subprocess.run(command, input=np.ascontiguousarray(mix).tobytes(), capture_output=True, check=False)
@@ -396,7 +500,7 @@ def render_song(*, plan: SongPlan, out_dir: Path) -> None:
     vocal_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_vocal.replace(vocal_path)
     tmp_song = tmp_dir / f"{plan.index}-{os.getpid()}.{plan.fmt}"
-    _encode(mix=mix, fmt=plan.fmt, path=tmp_song)
+    _encode(mix=mix, fmt=plan.fmt, path=tmp_song, bitrate_kbps=plan.production.bitrate_kbps)
     _tag(path=tmp_song, fmt=plan.fmt, plan=plan)
     song.parent.mkdir(parents=True, exist_ok=True)
     tmp_song.replace(song)  # the song appears last: its existence means the pair is done
@@ -411,7 +515,7 @@ def label_row(plan: SongPlan) -> dict[str, str]:
         "tempo_bpm": f"{plan.tempo_qpm:.0f}", "title": plan.title, "voice": plan.voice.voice_id,
         "engine": plan.voice.engine, "method": plan.voice.method, "synthetic": str(plan.singer.synthetic).lower(),
         "language": plan.voice.language, "licence": plan.voice.licence, "format": plan.fmt,
-        "duration_s": f"{plan.total_s:.3f}",
+        "duration_s": f"{plan.total_s:.3f}", **production_labels(plan.production),
     }  # fmt: skip
 
 
@@ -446,6 +550,7 @@ def render_library(
     seed: int = 0,
     voice_set: str = "demo",
     max_song_s: float | None = None,
+    production: str = "plain",
     jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
@@ -465,6 +570,8 @@ def render_library(
         held-out split (other singers, the other quarter of the tunes).
     max_song_s : float or None
         Cap on a song's length, seconds (tests use a few seconds).
+    production : str
+        ``plain``, ``studio`` or ``mixed`` (:func:`plan_library`; docs/synth.md, "Studio production").
     jobs : int or None
         Worker processes; None uses every CPU, 1 renders in this process.
     progress : callable or None
@@ -482,14 +589,18 @@ def render_library(
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise NextvoxError(f"jobs must be at least 1, not {jobs}")
+    if production not in LIBRARY_PRODUCTIONS:
+        raise NextvoxError(f"unknown production {production!r}; choose one of: {', '.join(LIBRARY_PRODUCTIONS)}")
     check_dependencies(_checked_singers(n_singers=n_singers, n_songs=n_songs, voice_set=voice_set, max_song_s=max_song_s))
     cache_dir = out_dir / CACHE_DIR_NAME
     settings = {"n_singers": n_singers, "n_songs": n_songs, "seed": seed, "voice_set": voice_set,
                 "max_song_s": max_song_s}  # fmt: skip
+    if production != "plain":  # a folder rendered before productions existed is a plain library
+        settings["production"] = production
     _check_settings(cache_dir=cache_dir, settings=settings)
     plans = plan_library(
         n_singers=n_singers, n_songs=n_songs, seed=seed, voice_set=voice_set, max_song_s=max_song_s,
-        cache_dir=cache_dir,
+        cache_dir=cache_dir, production=production,
     )  # fmt: skip
     # Media scanners (nextvox's own included) skip a folder holding ".nomedia": analysing
     # DIR then indexes the songs and not their isolated vocals.
