@@ -30,11 +30,12 @@ from nextvox.models import tcae
 from nextvox.models.tcae import AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS
 from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
 from nextvox.processes import die_with_parent
-from nextvox.separation import DEFAULT_SEPARATOR, separate, separator_version
+from nextvox.separation import DEFAULT_SEPARATOR, SEPARATORS, separate, separator_version
 
 __all__ = [
     "EXCERPT_VERSION",
     "AnalysisSettings",
+    "library_settings",
     "TrackAnalysis",
     "AnalyzeReport",
     "timbre_model_version",
@@ -104,8 +105,69 @@ class AnalysisSettings:
 
     @property
     def version(self) -> str:
+        """The analysis version stored beside every result.
+
+        Cheap to ask per track: every weights file is hashed once per process and file
+        version (:func:`nextvox.models.weights_file.file_digest`), later calls cost a stat.
+        """
         return (f"excerpt{EXCERPT_VERSION}/sep-{self.separator_version}/{timbre_model_version()}/{melody_model_version()}"
                 f"-seq{SEQUENCE_HOP_FRAMES}x{SEQUENCE_MAX_STEPS}k{len(KEY_SHIFTS)}-ac{AUTOCORRELATION_LAGS}/{FINGERPRINT_VERSION}")
+
+    def to_stored(self) -> dict:
+        """The JSON-ready form kept in the catalogue (:meth:`Catalogue.store_analysis_settings`)."""
+        weights = None if self.separator_weights is None else str(Path(self.separator_weights).expanduser().resolve())
+        return {"separator": self.separator, "separator_weights": weights, "separator_version": self.separator_version}
+
+    @classmethod
+    def from_options(cls, separator: str | None, separator_weights: Path | None) -> AnalysisSettings | None:
+        """The settings a command's ``--separator`` and ``--separator-weights`` ask for; None when neither is given
+        (the library's own settings then apply)."""
+        if separator is None and separator_weights is None:
+            return None
+        return cls(separator=separator or DEFAULT_SEPARATOR, separator_weights=separator_weights)
+
+    @classmethod
+    def from_stored(cls, stored: dict) -> AnalysisSettings:
+        weights = stored.get("separator_weights")
+        return cls(separator=stored["separator"], separator_weights=Path(weights) if weights else None)
+
+
+def _settings_from_version(catalogue: Catalogue, analysis_version: str) -> AnalysisSettings:
+    """The settings that wrote ``analysis_version``, for a catalogue from before they were stored.
+
+    The separator is named in the version (``.../sep-mask-1a2b3c4d/...``); the path of
+    weights other than the shipped ones is not, and is asked for.
+    """
+    separator = analysis_version.split("/sep-", 1)[-1].split("/", 1)[0]
+    method = separator.split("-", 1)[0]
+    if method not in SEPARATORS:
+        raise NextvoxError(f"the catalogue {catalogue.path} names an unknown separator ({separator}); run `nextvox analyze` again")
+    settings = AnalysisSettings(separator=method)
+    if method in ("mask", "demucs") and (method == "demucs" or settings.separator_version != separator):
+        raise NextvoxError(
+            f"{catalogue.library} was analysed with the {separator} separator, whose weights file this catalogue "
+            f"does not name: run `nextvox analyze {catalogue.library} --separator {method} --separator-weights PATH` once"
+        )
+    return settings
+
+
+def library_settings(catalogue: Catalogue) -> AnalysisSettings:
+    """The settings ``catalogue``'s library was analysed with, so that a query file is treated like its tracks.
+
+    The settings stored by ``analyze``; for a catalogue from before they were stored, those
+    named by the analysis version of most of its tracks (nothing is analysed again); for a
+    library not analysed yet, the defaults.
+
+    Raises
+    ------
+    NextvoxError
+        An old catalogue analysed with separator weights whose path it does not know.
+    """
+    stored = catalogue.analysis_settings()
+    if stored is not None:
+        return AnalysisSettings.from_stored(stored)
+    versions = catalogue.analysis_versions()
+    return _settings_from_version(catalogue, next(iter(versions))) if versions else AnalysisSettings()
 
 
 @dataclass
@@ -133,6 +195,8 @@ class AnalyzeReport:
     counts: dict[str, int] = field(default_factory=dict)
     # Why some or all tracks have no predicted gender (no head, or a head of another timbre model).
     gender_note: str | None = None
+    # What the run analysed with (now stored in the catalogue).
+    settings: AnalysisSettings | None = None
 
 
 def embed(
@@ -282,7 +346,7 @@ def analyze_library(
     *,
     data_dir: Path,
     jobs: int | None = None,
-    settings: AnalysisSettings = AnalysisSettings(),
+    settings: AnalysisSettings | None = None,
     retry_failed: bool = False,
     on_scan: Callable[[int, int], None] | None = None,
     on_track: Callable[[int, int, float], None] | None = None,
@@ -297,7 +361,9 @@ def analyze_library(
         Where the catalogue and the spectrogram cache live.
     jobs : int, optional
         Worker processes; one per core by default.
-    settings : AnalysisSettings
+    settings : AnalysisSettings, optional
+        What to analyse with; they become the library's stored settings. None: the library's
+        own (:func:`library_settings`), so that a later run keeps what the first one chose.
     retry_failed : bool
         Try failed files again (by default a file that failed is retried only once it changes).
     on_scan : callable(done, total), optional
@@ -310,10 +376,14 @@ def analyze_library(
     started = time.perf_counter()
     catalogue = Catalogue(data_dir, library=library)
     try:
-        report = AnalyzeReport(scan=scan_library(catalogue, analysis_version=settings.version, progress=on_scan))
+        settings = settings or library_settings(catalogue)
+        version = settings.version  # a missing separator or weights file: one error now, not one per track
+        if catalogue.analysis_settings() != settings.to_stored():
+            catalogue.store_analysis_settings(settings.to_stored())
+        report = AnalyzeReport(scan=scan_library(catalogue, analysis_version=version, progress=on_scan), settings=settings)
         todo: dict[str, str] = {}  # content hash -> one path holding it
         for track in catalogue.tracks():
-            stale = track.status == "analyzed" and catalogue.analysis_version(track.content_hash) != settings.version
+            stale = track.status == "analyzed" and catalogue.analysis_version(track.content_hash) != version
             if track.status == "pending" or stale or (retry_failed and track.status == "failed" and track.content_hash):
                 todo.setdefault(track.content_hash, track.path)
         _run_pool(catalogue, todo, jobs=jobs, settings=settings, report=report, on_track=on_track)
@@ -341,6 +411,7 @@ def _run_pool(
     that killed it is found and marked failed instead of stopping the run.
     """
     cache_root = str(catalogue.data_dir / "cache")
+    version = settings.version
     queue = list(todo.items())
     suspects: list[tuple[str, str]] = []  # in flight when a worker died: retried alone
     total, done = len(queue), 0
@@ -364,7 +435,7 @@ def _run_pool(
                         digest, rel = in_flight[future]
                         kind, result = future.result()  # raises BrokenProcessPool if a worker died
                         del in_flight[future]
-                        _record(catalogue, digest, rel, kind, result, report, settings.version)
+                        _record(catalogue, digest, rel, kind, result, report, version)
                         done += 1
                         if on_track:
                             on_track(done, total, report.audio_s)

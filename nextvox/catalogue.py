@@ -16,6 +16,9 @@ Tables
 ``sequences``
     Sequences of an analysis (``melody``: (steps, channels) float16), for order-aware
     matching; each with its model version.
+``meta``
+    ``schema_version``, ``library`` and ``analysis_settings`` (JSON: what the library was
+    analysed with, so that every command treats its query files the same way).
 
 The database runs in WAL mode (readers such as the HTTP server never block the analysis)
 and every change is one transaction, so a killed process leaves the last committed state.
@@ -24,6 +27,7 @@ and every change is one transaction, so a killed process leaves the last committ
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
@@ -296,6 +300,18 @@ class Catalogue:
         row = self._db.execute("SELECT analysis_version FROM analyses WHERE content_hash = ?", (content_hash,)).fetchone()
         return row[0] if row else None
 
+    def analysis_versions(self) -> dict[str, int]:
+        """How many analysed contents each analysis version holds, the most common first."""
+        rows = self._db.execute(
+            "SELECT analysis_version, COUNT(*) AS n FROM analyses GROUP BY analysis_version ORDER BY n DESC, analysis_version"
+        ).fetchall()
+        return dict(rows)
+
+    def analysis_settings(self) -> dict | None:
+        """The analysis settings stored by the last ``analyze`` (a JSON object), or None before any."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'analysis_settings'").fetchone()
+        return json.loads(row[0]) if row else None
+
     def vectors(self, name: str) -> tuple[list[str], np.ndarray, list[str]]:
         """Every stored vector of one name.
 
@@ -330,6 +346,11 @@ class Catalogue:
         return found
 
     # ---- writing -------------------------------------------------------------------------
+
+    def store_analysis_settings(self, settings: dict) -> None:
+        """Remember what the library is analysed with (a JSON-ready dict), replacing what was stored."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('analysis_settings', ?)", (json.dumps(settings, sort_keys=True),))
 
     def record_analysis(
         self,

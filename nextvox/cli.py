@@ -147,10 +147,11 @@ def analyze(
 ) -> None:
     """Scan the library and analyse new and changed tracks (incremental, resumable, parallel)."""
     from nextvox.analysis import AnalysisSettings, analyze_library
-    from nextvox.separation import DEFAULT_SEPARATOR
 
-    settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR, separator_weights=separator_weights)
-    settings.separator_version  # a missing separator or its weights: one line now, not a failure per track
+    # Without separator options, the library keeps the settings it was analysed with.
+    settings = AnalysisSettings.from_options(separator, separator_weights)
+    if settings is not None:
+        settings.separator_version  # a missing separator or its weights: one line now, not a failure per track
     with _progress() as progress:
         scan_task = progress.add_task("scanning", total=None)
         track_task = progress.add_task("analysing", total=None, visible=False)
@@ -311,14 +312,13 @@ def recommend(
     gender: str | None, per_artist: int, mmr_lambda: float, as_json: bool, data_dir: Path | None,
 ) -> None:
     """Recommend the next songs: voices (and, by choice, melodies) alike, each with the reason."""
-    from nextvox.analysis import AnalysisSettings
     from nextvox.catalogue import Catalogue, resolve_library
     from nextvox.recommend import DEFAULT_W_MELODY, DEFAULT_W_TIMBRE, Diversity, recommend as recommend_tracks, resolve_query
 
     history_weights = _history_weights(weights, len(query))
     root = resolve_library(library)
     with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
-        queries = [resolve_query(catalogue, q, settings=AnalysisSettings(), weight=w) for q, w in zip(query, history_weights)]
+        queries = [resolve_query(catalogue, q, weight=w) for q, w in zip(query, history_weights)]
         results = recommend_tracks(
             catalogue, queries, k=k,
             w_timbre=DEFAULT_W_TIMBRE if timbre_weight is None else timbre_weight,
@@ -365,7 +365,6 @@ def radio(
     data_dir: Path | None,
 ) -> None:
     """A radio that follows a voice: an ordered playlist, never the same artist twice in a row."""
-    from nextvox.analysis import AnalysisSettings
     from nextvox.catalogue import Catalogue, resolve_library
     from nextvox.playlists import PLAYLIST_FORMATS, playlist_entries, radio as make_radio, write_playlist
     from nextvox.recommend import Recommender, resolve_query
@@ -374,7 +373,7 @@ def radio(
         raise click.UsageError(f"--out must end in .m3u8 or .xspf: {out}")
     root = resolve_library(library)
     with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
-        seeds = [resolve_query(catalogue, s, settings=AnalysisSettings()) for s in seed]
+        seeds = [resolve_query(catalogue, s) for s in seed]
         songs = make_radio(Recommender(catalogue), seeds, n=n, follow=follow,
                            filters=_filters(root, exclude_artist, heard, genre, gender))
     title = f"nextvox radio: {', '.join(s.label for s in seeds)}"
@@ -578,20 +577,28 @@ def train_timbre_command(
                       as_json=as_json)  # fmt: skip
 
 
+def _library_separator(library: Path, data_dir: Path) -> str:
+    """The separator the library's catalogue says it is analysed with."""
+    from nextvox.analysis import library_settings
+    from nextvox.catalogue import Catalogue, resolve_library
+
+    with Catalogue(data_dir, library=resolve_library(library)) as catalogue:
+        return library_settings(catalogue).separator
+
+
 def _train_on_library(
     train_function: Callable, config, *, library: Path, data_dir: Path, out: Path, weights_name: str,
     backgrounds: Path | None, separator: str | None, jobs: int | None, resume: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Read LIBRARY's log-mels (and the backgrounds'), run a self-supervised training loop, report it."""
     from nextvox.catalogue import default_data_dir
-    from nextvox.separation import DEFAULT_SEPARATOR
     from nextvox.training import library_log_mels
 
-    separator = separator or DEFAULT_SEPARATOR
     with _progress() as progress:
         task = progress.add_task("reading spectrograms", total=None)
         excerpts = library_log_mels(library, data_dir=data_dir, separator=separator, jobs=jobs,
                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
+        separator = separator or _library_separator(library, data_dir)
         under = None
         if backgrounds is not None:
             under = library_log_mels(backgrounds, data_dir=default_data_dir(backgrounds), separator=separator, jobs=jobs)

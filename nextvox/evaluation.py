@@ -56,7 +56,6 @@ from nextvox.errors import AudioError, MissingDependencyError, NextvoxError
 from nextvox.features import MelCache, log_mel, mfcc_statistics
 from nextvox.gender import head_scores, shipped_head
 from nextvox.models import tcae, timbre
-from nextvox.separation import DEFAULT_SEPARATOR
 
 __all__ = [
     "BASELINES",
@@ -958,7 +957,7 @@ def evaluate_library(
     jobs : int, optional
         Worker processes for analysis and baselines; one per core by default.
     separator : str, optional
-        Vocal separator of the analysis; the project default when None.
+        Vocal separator of the analysis; the library's own (as ``analyze`` stored it) when None.
     separator_weights : Path, optional
         Model file of the ``mask`` (default: shipped) or ``demucs`` separator.
     model_dir : Path, optional
@@ -992,17 +991,15 @@ def evaluate_library(
     model_weights = _model_weights(model_dir)
     labels = read_labels(labels_csv, library=library)
     jobs = max(1, jobs or os.cpu_count() or 1)
-    settings = AnalysisSettings(separator=separator or DEFAULT_SEPARATOR, separator_weights=separator_weights)
-
     started = time.perf_counter()
-    analyze_library(
+    settings = analyze_library(
         library,
         data_dir=data_dir,
         jobs=jobs,
-        settings=settings,
+        settings=AnalysisSettings.from_options(separator, separator_weights),
         on_scan=(lambda done, total: progress("scan", done, total)) if progress else None,
         on_track=(lambda done, total, _audio_s: progress("analyze", done, total)) if progress else None,
-    )
+    ).settings
     analysed_at = time.perf_counter()
 
     catalogue = Catalogue(data_dir, library=library)

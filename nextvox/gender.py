@@ -533,14 +533,13 @@ def train_library_head(
     NextvoxError
         Bad labels, too few labelled tracks, or timbre vectors of mixed models.
     """
-    from nextvox.analysis import AnalysisSettings, analyze_library
+    from nextvox.analysis import analyze_library
     from nextvox.catalogue import resolve_library
     from nextvox.evaluation import gender_cross_validation
 
     library = resolve_library(library)
-    settings = AnalysisSettings()
-    analyze_library(library, data_dir=data_dir, jobs=jobs, settings=settings,
-                    on_track=(lambda d, t, _s: progress(d, t)) if progress else None)  # fmt: skip
+    settings = analyze_library(library, data_dir=data_dir, jobs=jobs,
+                               on_track=(lambda d, t, _s: progress(d, t)) if progress else None).settings  # fmt: skip
     with Catalogue(data_dir, library=library) as catalogue:
         tracks = catalogue.tracks(status="analyzed")
         hashes, matrix, versions = catalogue.vectors("timbre")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nextvox.analysis import AnalysisSettings, analyze_track
+from nextvox.analysis import AnalysisSettings, analyze_track, library_settings
 from nextvox.audio import native_stderr_to
 from nextvox.catalogue import Catalogue, Track, content_hash
 from nextvox.errors import AudioError, NextvoxError
@@ -154,8 +154,12 @@ def _stored_sequences(catalogue: Catalogue, digest: str) -> dict[str, np.ndarray
     return {"melody": sequence for _, sequence in catalogue.sequences("melody", [digest]).values()}
 
 
-def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettings, weight: float = 1.0) -> Query:
-    """Find ``query`` in the catalogue, or analyse it on the fly when it is an outside file."""
+def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettings | None = None, weight: float = 1.0) -> Query:
+    """Find ``query`` in the catalogue, or analyse it on the fly when it is an outside file.
+
+    An outside file is analysed with ``settings``, by default the library's own
+    (:func:`nextvox.analysis.library_settings`), so that it is compared like with like.
+    """
     path = Path(query).expanduser()
     if not path.exists():
         # A path relative to the library, as `status` prints them.
@@ -169,7 +173,7 @@ def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettin
                      track.artist, weight, track.genre, _stored_sequences(catalogue, track.content_hash))
     if track is not None and track.status == "failed":
         raise NextvoxError(f"the query {track.path} failed analysis: {track.error}")
-    return query_from_file(path, label=str(query), settings=settings, weight=weight)
+    return query_from_file(path, label=str(query), settings=settings or library_settings(catalogue), weight=weight)
 
 
 def _track_at(catalogue: Catalogue, path: Path) -> Track | None:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings, track_log_mel
+from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings, library_settings, track_log_mel
 from nextvox.augmentations import ROLES, PitchShift, RegisterShift, TimeStretch, ViewAugment, random_crops
 from nextvox.catalogue import Catalogue, resolve_library, scan_library
 from nextvox.errors import AudioError, NextvoxError
@@ -45,7 +45,6 @@ from nextvox.models.tcae import ProjectionHead as MelodyProjectionHead
 from nextvox.models.tcae import load_weights as load_tcae_weights
 from nextvox.models.tcae import save_weights as save_tcae_weights
 from nextvox.models.timbre import DEFAULT_WEIGHTS, ProjectionHead, TimbreConfig, TimbreEncoder, load_weights, save_weights
-from nextvox.separation import DEFAULT_SEPARATOR
 
 __all__ = [
     "TrainConfig", "TrainResult", "library_log_mels", "train_timbre", "CHECKPOINT", "WEIGHTS",
@@ -111,12 +110,11 @@ class TrainResult:
 
 # ---- data: cached log-mels of a library ---------------------------------------------------------
 
-def _log_mel_work(path: str, digest: str, separator: str, cache_root: str) -> tuple[str, str | None]:
+def _log_mel_work(path: str, digest: str, settings: AnalysisSettings, cache_root: str) -> tuple[str, str | None]:
     """Run in a worker: make sure the cache holds the file's log-mel. (hash, failure reason or None)."""
     import torch as _torch
 
     _torch.set_num_threads(1)
-    settings = AnalysisSettings(separator=separator)
     cache = MelCache(Path(cache_root), separator=settings.separator_version, excerpt_version=EXCERPT_VERSION)
     try:
         if cache.load(digest) is None:
@@ -129,24 +127,24 @@ def _log_mel_work(path: str, digest: str, separator: str, cache_root: str) -> tu
 
 
 def library_log_mels(
-    library: Path, *, data_dir: Path, separator: str = DEFAULT_SEPARATOR, jobs: int | None = None,
+    library: Path, *, data_dir: Path, separator: str | None = None, jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[str, np.ndarray]]:  # fmt: skip
     """Every track's log-mel, (content hash, (N_MELS, T) float16), sorted by hash.
 
     Tracks are scanned into the library's catalogue (so ``analyze`` later knows them) and
     their spectrograms come from the cache under ``data_dir`` when ``analyze`` or an earlier
-    run made them; the others are decoded (and separated by ``separator``, as ``analyze``
-    does) once, in ``jobs`` worker processes, and cached.
+    run made them; the others are decoded (and separated by ``separator``, by default the
+    library's own as ``analyze`` stored it) once, in ``jobs`` worker processes, and cached.
     Files that cannot be decoded are left out. No tag or label is read.
     """
     library = resolve_library(library)
-    settings = AnalysisSettings(separator=separator)
-    try:
-        version = settings.version
-    except NextvoxError:
-        version = "untrained"  # first training run: no weights yet, every track stays pending
     with Catalogue(data_dir, library=library) as catalogue:
+        settings = AnalysisSettings(separator=separator) if separator else library_settings(catalogue)
+        try:
+            version = settings.version
+        except NextvoxError:
+            version = "untrained"  # first training run: no weights yet, every track stays pending
         scan_library(catalogue, analysis_version=version)
         files = {t.content_hash: catalogue.library / t.path for t in catalogue.tracks() if t.content_hash}
     cache_root = Path(data_dir) / "cache"
@@ -156,7 +154,7 @@ def library_log_mels(
         jobs = max(1, jobs or os.cpu_count() or 1)
         # spawn, not fork: torch's thread pools do not survive a fork safely.
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_log_mel_work, path, digest, separator, str(cache_root)) for path, digest in todo]
+            futures = [pool.submit(_log_mel_work, path, digest, settings, str(cache_root)) for path, digest in todo]
             for done, future in enumerate(futures, 1):
                 future.result()
                 if progress:

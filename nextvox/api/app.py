@@ -28,7 +28,7 @@ def create_app(
     data_dir: Path,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    settings: AnalysisSettings = AnalysisSettings(),
+    settings: AnalysisSettings | None = None,
 ) -> FastAPI:
     """The app for ``library``, whose catalogue is in ``data_dir`` (see :class:`LibraryService`)."""
     service = LibraryService(library, data_dir, max_upload_bytes=max_upload_bytes, settings=settings)

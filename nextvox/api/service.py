@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from nextvox.analysis import AnalysisSettings
+from nextvox.analysis import AnalysisSettings, library_settings
 from nextvox.catalogue import Catalogue, resolve_library
 from nextvox.recommend import Recommender
 
@@ -32,16 +32,18 @@ class LibraryService:
         Its data directory (catalogue, index). Created empty when the library was never analysed.
     max_upload_bytes : int
         Largest uploaded query file.
-    settings : AnalysisSettings
-        How an uploaded query is analysed (the same as the library's).
+    settings : AnalysisSettings, optional
+        How an uploaded query is analysed; by default as the library's tracks were
+        (:func:`nextvox.analysis.library_settings`, read again at each query, since an
+        ``analyze`` beside the server may change them).
     """
 
     def __init__(self, library: Path, data_dir: Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-                 settings: AnalysisSettings = AnalysisSettings()):
+                 settings: AnalysisSettings | None = None):
         self.library = resolve_library(library)
         self.data_dir = Path(data_dir)
         self.max_upload_bytes = max_upload_bytes
-        self.settings = settings
+        self._settings = settings
         self.catalogue = Catalogue(self.data_dir, library=self.library)
         self.catalogue_lock = threading.Lock()  # one SQLite connection, shared by the worker threads
         self._recommender: Recommender | None = None
@@ -56,6 +58,14 @@ class LibraryService:
             except FileNotFoundError:
                 stamps.append(None)
         return tuple(sorted(self.catalogue.status_counts().items())), tuple(stamps)
+
+    @property
+    def settings(self) -> AnalysisSettings:
+        """How a query file is analysed: the settings given, else the library's own."""
+        if self._settings is not None:
+            return self._settings
+        with self.catalogue_lock:
+            return library_settings(self.catalogue)
 
     def recommender(self) -> Recommender:
         """The recommender over the catalogue as it is now (reloaded when the catalogue changed)."""

@@ -17,13 +17,14 @@ Design, for speed (the analysis budget is >= 200x real time on one core):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from nextvox.models.weights_file import file_digest
 
 __all__ = [
     "SeparatorConfig",
@@ -135,8 +136,8 @@ def load_weights(path: Path) -> MaskNet:
 
 
 def weights_version(path: Path) -> str:
-    """8 hex digits of the weights file's hash: part of the separator's name in every cache key."""
-    return hashlib.blake2b(Path(path).read_bytes(), digest_size=4).hexdigest()
+    """8 hex digits of the weights file's hash (once per process and file version): part of the separator's name in every cache key."""
+    return file_digest(path, digest_size=4)
 
 
 if __name__ == "__main__":  # parameter count, receptive field and speed of the default config

@@ -26,13 +26,13 @@ def file_key(path: Path) -> tuple[str, int, int]:
 
 
 @lru_cache(maxsize=16)
-def _digest(key: tuple[str, int, int]) -> str:
-    return hashlib.blake2b(Path(key[0]).read_bytes(), digest_size=5).hexdigest()
+def _digest(key: tuple[str, int, int], digest_size: int) -> str:
+    return hashlib.blake2b(Path(key[0]).read_bytes(), digest_size=digest_size).hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    """10 hex digits of the file's BLAKE2b, computed once per file version."""
-    return _digest(file_key(path))
+def file_digest(path: Path, *, digest_size: int = 5) -> str:
+    """``2 * digest_size`` hex digits of the file's BLAKE2b, computed once per file version (a stat per call)."""
+    return _digest(file_key(path), digest_size)
 
 
 def cached_loader(load: Callable[[Path], Model], *, what: str) -> Callable[[Path], Model]:
