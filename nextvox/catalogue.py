@@ -45,6 +45,8 @@ __all__ = [
     "ScanReport",
     "Catalogue",
     "default_data_dir",
+    "library_data_dir",
+    "remember_data_dir",
     "resolve_library",
     "content_hash",
     "read_tags",
@@ -121,6 +123,9 @@ class ScanReport:
     unchanged: int
 
 
+CATALOGUE_FILE = "catalogue.sqlite"
+
+
 def default_data_dir(library: Path) -> Path:
     """Where a library's catalogue lives when no ``--data-dir`` is given.
 
@@ -134,6 +139,42 @@ def default_data_dir(library: Path) -> Path:
     root = Path(library).resolve()
     digest = hashlib.blake2b(str(root).encode(), digest_size=4).hexdigest()
     return base / "nextvox" / f"{root.name or 'root'}-{digest}"
+
+
+REMEMBERED_DATA_DIR_FILE = "data-dir.txt"  # in a library's default data directory: where its catalogue really is
+
+
+def remember_data_dir(library: Path, data_dir: Path) -> None:
+    """Note that ``library``'s catalogue is in ``data_dir``, so that commands run later without
+    ``--data-dir`` find it (:func:`library_data_dir`).
+
+    The note is a one-line file in the library's default data directory; nothing is written
+    when ``data_dir`` is that directory or ``$NEXTVOX_DATA_DIR`` is set.
+    """
+    if os.environ.get("NEXTVOX_DATA_DIR"):
+        return
+    home = default_data_dir(library)
+    chosen = Path(data_dir).expanduser().resolve()
+    if chosen == home.resolve():
+        return
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / REMEMBERED_DATA_DIR_FILE).write_text(f"{chosen}\n", encoding="utf-8")
+    except OSError:
+        pass  # a convenience only: the hints still name --data-dir
+
+
+def library_data_dir(library: Path) -> Path:
+    """Where ``library``'s catalogue is when no ``--data-dir`` is given: the default data
+    directory, or the one :func:`remember_data_dir` noted when the default holds no catalogue."""
+    home = default_data_dir(library)
+    if os.environ.get("NEXTVOX_DATA_DIR") or (home / CATALOGUE_FILE).exists():
+        return home
+    try:
+        remembered = Path((home / REMEMBERED_DATA_DIR_FILE).read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError):
+        return home
+    return remembered if (remembered / CATALOGUE_FILE).exists() else home
 
 
 def resolve_library(library: Path) -> Path:
@@ -199,9 +240,10 @@ class Catalogue:
     def __init__(self, data_dir: Path, *, library: Path, create: bool = True):
         self.data_dir = Path(data_dir)
         self.library = Path(library)
-        self.path = self.data_dir / "catalogue.sqlite"
+        self.path = self.data_dir / CATALOGUE_FILE
         if not create and not self.path.exists():
-            raise NextvoxError(f"no catalogue for this library in {self.data_dir}: run `nextvox analyze {library}` first")
+            option = "" if self.data_dir.resolve() == default_data_dir(library).resolve() else f" --data-dir {self.data_dir}"
+            raise NextvoxError(f"no catalogue for this library in {self.data_dir}: run `nextvox analyze {library}{option}` first")
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)

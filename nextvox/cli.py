@@ -49,14 +49,35 @@ separator_weights_option = click.option(
 
 
 def _data_dir(ctx: click.Context, library: Path, data_dir: Path | None) -> Path:
-    """The command's --data-dir, else the one given before the command, else the default."""
-    from nextvox.catalogue import default_data_dir
+    """The command's --data-dir, else the one given before the command, else the library's own
+    (the default, or the one an earlier ``analyze --data-dir`` remembered)."""
+    from nextvox.catalogue import library_data_dir
 
     chosen = data_dir or (ctx.obj or {}).get("data_dir")
-    return Path(chosen).expanduser() if chosen else default_data_dir(library)
+    return Path(chosen).expanduser() if chosen else library_data_dir(library)
+
+
+def _command_hint(command: str, library: Path, data_dir: Path, *extra: str) -> str:
+    """``nextvox COMMAND LIBRARY [...] [--data-dir DIR]``: a command to suggest, with the user's
+    data directory whenever it is not the library's default."""
+    import shlex
+
+    from nextvox.catalogue import default_data_dir
+
+    words = ["nextvox", *command.split(), str(library), *extra]
+    if Path(data_dir).expanduser().resolve() != default_data_dir(library).resolve():
+        words += ["--data-dir", str(data_dir)]
+    return " ".join(w if w == "..." else shlex.quote(w) for w in words)
+
+
+def _version() -> str:
+    from nextvox import __version__
+
+    return __version__
 
 
 @click.group(context_settings=CONTEXT, help="Recommend songs by the singer's voice.")
+@click.version_option(_version(), "--version", "-V", prog_name="nextvox", message="%(prog)s %(version)s")
 @data_dir_option
 @click.pass_context
 def app(ctx: click.Context, data_dir: Path | None) -> None:
@@ -147,17 +168,19 @@ def analyze(
 ) -> None:
     """Scan the library and analyse new and changed tracks (incremental, resumable, parallel)."""
     from nextvox.analysis import AnalysisSettings, analyze_library
+    from nextvox.catalogue import remember_data_dir
 
     # Without separator options, the library keeps the settings it was analysed with.
     settings = AnalysisSettings.from_options(separator, separator_weights)
     if settings is not None:
         settings.separator_version  # a missing separator or its weights: one line now, not a failure per track
+    chosen = _data_dir(ctx, library, data_dir)
     with _progress() as progress:
         scan_task = progress.add_task("scanning", total=None)
         track_task = progress.add_task("analysing", total=None, visible=False)
         report = analyze_library(
             library,
-            data_dir=_data_dir(ctx, library, data_dir),
+            data_dir=chosen,
             jobs=jobs,
             settings=settings,
             retry_failed=retry_failed,
@@ -166,6 +189,7 @@ def analyze(
                 track_task, completed=done, total=total, audio_s=audio_s, visible=True
             ),
         )
+    remember_data_dir(library, chosen)  # later commands without --data-dir find this catalogue
     scan = report.scan
     summary = {
         "files": scan.total, "new": scan.new, "changed": scan.changed, "moved": scan.moved,
@@ -187,7 +211,7 @@ def analyze(
     )
     counts = report.counts
     stderr.print(f"catalogue: {counts.get('analyzed', 0)} analysed, {counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending"
-                 + (" (see `nextvox status` for the reasons)" if counts.get("failed") else ""))
+                 + (f" (see `{_command_hint('status', library, chosen)}` for the reasons)" if counts.get("failed") else ""))
     if report.gender_note:
         stderr.print(f"gender: {report.gender_note}")
 
@@ -311,7 +335,12 @@ def recommend(
     timbre_weight: float | None, weights: str | None, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...],
     gender: str | None, per_artist: int, mmr_lambda: float, as_json: bool, data_dir: Path | None,
 ) -> None:
-    """Recommend the next songs: voices (and, by choice, melodies) alike, each with the reason."""
+    """Recommend the next songs: voices (and, by choice, melodies) alike, each with the reason.
+
+    QUERY is a track of the library (its path, or words of its artist and title, quoted:
+    "anna spring"), or any audio file; several QUERYs are a listening history.
+    """
+    # No nextvox.analysis here: it loads torch (3-4 s), which a query from stored vectors never needs.
     from nextvox.catalogue import Catalogue, resolve_library
     from nextvox.recommend import DEFAULT_W_MELODY, DEFAULT_W_TIMBRE, Diversity, recommend as recommend_tracks, resolve_query
 
@@ -364,7 +393,10 @@ def radio(
     exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
     data_dir: Path | None,
 ) -> None:
-    """A radio that follows a voice: an ordered playlist, never the same artist twice in a row."""
+    """A radio that follows a voice: an ordered playlist, never the same artist twice in a row.
+
+    SEED is a track of the library (its path, or words of its artist and title), or any audio file.
+    """
     from nextvox.catalogue import Catalogue, resolve_library
     from nextvox.playlists import PLAYLIST_FORMATS, playlist_entries, radio as make_radio, write_playlist
     from nextvox.recommend import Recommender, resolve_query
@@ -462,10 +494,11 @@ def serve(
 
     from nextvox.analysis import analyze_library
     from nextvox.api import create_app
-    from nextvox.catalogue import resolve_library
+    from nextvox.catalogue import remember_data_dir, resolve_library
 
     root = resolve_library(library)
     chosen_data_dir = _data_dir(ctx, library, data_dir)
+    remember_data_dir(root, chosen_data_dir)
     if not no_analyze:
         with _progress() as progress:
             task = progress.add_task("analysing", total=None)
@@ -744,7 +777,8 @@ def train_gender_command(
         stderr.print(f"now the active head of this library: {predicted.predicted} tracks have a predicted gender"
                      + (f"; {predicted.note}" if predicted.note else ""))
     else:
-        stderr.print(f"to use it: nextvox train gender {library} ... --use (or copy it to {chosen / 'gender_head.json'})")
+        stderr.print(f"to use it: {_command_hint('train gender', library, chosen, '...', '--use')} "
+                     f"(or copy it to {chosen / 'gender_head.json'})", markup=False)
 
 
 @app.command(context_settings=CONTEXT)
@@ -775,11 +809,13 @@ def plot(
 
     root = resolve_library(library)
     columns = read_track_labels(labels, library=root, required=(by,)) if labels is not None else None
+    started = time.perf_counter()
     with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
         emap = embedding_map(catalogue, by=by, embedding=embedding, method=method, labels=columns,
-                             max_singers=max_singers, seed=seed)  # fmt: skip
+                             max_singers=max_singers, seed=seed, progress=lambda step: stderr.print(f"plot: {step}", markup=False))  # fmt: skip
+    stderr.print(f"plot: drawing {len(emap.paths)} points", markup=False)
     write_map(emap, out, library=root)
-    stderr.print(f"{emap.title}" + (f" — {emap.note}" if emap.note else "") + f": {out}")
+    stderr.print(f"{emap.title}" + (f" — {emap.note}" if emap.note else "") + f": {out} ({time.perf_counter() - started:.1f} s)")
 
 
 # ---- entry point -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import html
 import json
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -226,6 +227,7 @@ def embedding_map(
     labels: dict[str, dict[str, str]] | None = None,
     max_singers: int = DEFAULT_MAX_SINGERS,
     seed: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> EmbeddingMap:
     """The analysed tracks of a catalogue on a 2-D map, each with its group under ``by``.
 
@@ -247,6 +249,9 @@ def embedding_map(
     max_singers : int
         With ``by="singer"``, at most this many singers (see :func:`choose_singers`).
     seed : int
+    progress : callable, optional
+        Called with a line saying each step as it starts (the projection of 10^4 tracks by
+        UMAP takes a minute or more).
 
     Raises
     ------
@@ -292,6 +297,9 @@ def embedding_map(
         note = "genders predicted by the gender head" if predicted else "no predicted genders: no gender head has run"
 
     rows = np.array([row_of[t.content_hash] for t in tracks], dtype=np.int64)
+    if progress is not None:
+        progress(f"projecting {len(rows)} {embedding} vectors to 2-D with {METHOD_NAMES.get(method, method)}"
+                 + (" (about a minute per 10,000 tracks)" if method != "pca" else ""))
     xy = project_2d(matrix[rows] if rows.size else np.zeros((0, 1)), method=method, seed=seed)
     model_versions = sorted({versions[i] for i in rows.tolist()})
     return EmbeddingMap(

@@ -17,21 +17,24 @@ one-shot form the command line uses.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nextvox.analysis import AnalysisSettings, analyze_track, library_settings
-from nextvox.audio import native_stderr_to
 from nextvox.catalogue import Catalogue, Track, content_hash
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.gender import GENDER_VECTOR, GENDERS
 from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
-from nextvox.models.tcae import sequence_similarity
+from nextvox.melody_match import sequence_similarity
+
+if TYPE_CHECKING:  # analysis loads torch and the models: only a query by an outside file needs them
+    from nextvox.analysis import AnalysisSettings
 
 __all__ = [
     "DEFAULT_W_TIMBRE",
@@ -45,6 +48,8 @@ __all__ = [
     "Recommendation",
     "Recommender",
     "resolve_query",
+    "track_by_words",
+    "track_label",
     "query_from_file",
     "recommend",
     "history_vector",
@@ -138,8 +143,12 @@ class Recommendation:
     duration_s: float | None = None
 
 
-def query_from_file(path: Path, *, label: str, settings: AnalysisSettings, weight: float = 1.0) -> Query:
-    """A query from any audio file, analysed on the fly (the catalogue is not touched)."""
+def query_from_file(path: Path, *, label: str, settings: AnalysisSettings | None = None, weight: float = 1.0) -> Query:
+    """A query from any audio file, analysed on the fly (the catalogue is not touched); ``settings`` default to the library's defaults."""
+    from nextvox.analysis import AnalysisSettings, analyze_track
+    from nextvox.audio import native_stderr_to
+
+    settings = settings or AnalysisSettings()
     try:
         with native_stderr_to(os.devnull):
             analysis = analyze_track(path, content_hash=None, settings=settings, cache=None)
@@ -154,18 +163,22 @@ def _stored_sequences(catalogue: Catalogue, digest: str) -> dict[str, np.ndarray
     return {"melody": sequence for _, sequence in catalogue.sequences("melody", [digest]).values()}
 
 
-def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettings | None = None, weight: float = 1.0) -> Query:
+def resolve_query(catalogue: Catalogue, query: Path | str, *, settings: AnalysisSettings | None = None,
+                  weight: float = 1.0) -> Query:
     """Find ``query`` in the catalogue, or analyse it on the fly when it is an outside file.
 
     An outside file is analysed with ``settings``, by default the library's own
     (:func:`nextvox.analysis.library_settings`), so that it is compared like with like.
+    ``query`` is a file (absolute, relative to the working folder or to the library) or, when
+    no such file exists, words of one track's artist, title or path (``"anna fruehling"``).
     """
     path = Path(query).expanduser()
     if not path.exists():
         # A path relative to the library, as `status` prints them.
         path = catalogue.library / query
     if not path.is_file():
-        raise NextvoxError(f"query not found: {query}")
+        track = track_by_words(catalogue, str(query))
+        path = catalogue.library / track.path
     path = path.resolve()
     track = _track_at(catalogue, path)
     if track is not None and track.status == "analyzed":
@@ -173,7 +186,41 @@ def resolve_query(catalogue: Catalogue, query: Path, *, settings: AnalysisSettin
                      track.artist, weight, track.genre, _stored_sequences(catalogue, track.content_hash))
     if track is not None and track.status == "failed":
         raise NextvoxError(f"the query {track.path} failed analysis: {track.error}")
+    from nextvox.analysis import library_settings  # loads torch: only an outside file needs it
+
     return query_from_file(path, label=str(query), settings=settings or library_settings(catalogue), weight=weight)
+
+
+def track_label(track: Track) -> str:
+    """``artist — title`` of a track (its path where a tag is missing)."""
+    return f"{track.artist} — {track.title}" if track.artist and track.title else track.path
+
+
+def track_by_words(catalogue: Catalogue, words: str, *, suggestions: int = 3) -> Track:
+    """The one track whose artist, title and path hold every word of ``words`` (case-insensitive).
+
+    Raises a NextvoxError naming the tracks when several match, and the closest titles
+    ("did you mean ...?") when none does.
+    """
+    import difflib
+
+    wanted = words.casefold().split()
+    tracks = catalogue.tracks()
+    texts = [" ".join(x for x in (t.artist, t.title, t.path) if x).casefold() for t in tracks]
+    found = [t for t, text in zip(tracks, texts) if wanted and all(w in text for w in wanted)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = "; ".join(f"{track_label(t)} ({t.path})" for t in found[:suggestions])
+        more = f" and {len(found) - suggestions} more" if len(found) > suggestions else ""
+        raise NextvoxError(f"query {words!r} matches {len(found)} tracks: {names}{more}; add words or give a path")
+    # Each word spelt as the nearest word of the library's tags and paths.
+    vocabulary = sorted({w for text in texts for w in re.split(r"[\W_]+", text) if w})
+    corrected = [(difflib.get_close_matches(w, vocabulary, n=1, cutoff=0.6) or [w])[0] for w in wanted]
+    close = [t for t, text in zip(tracks, texts) if corrected != wanted and all(w in text for w in corrected)]
+    hint = f"; did you mean {' or '.join(repr(track_label(t)) for t in close[:suggestions])}?" if close else \
+        " (give a file, a path relative to the library, or words of an artist or title)"
+    raise NextvoxError(f"query not found: {words}{hint}")
 
 
 def _track_at(catalogue: Catalogue, path: Path) -> Track | None:

@@ -198,3 +198,56 @@ def test_a_worker_killed_mid_track_is_replaced_and_its_track_redone(tmp_path: Pa
     assert process.returncode == 0, stderr
     summary = json.loads(stdout)
     assert summary["counts"] == {"analyzed": 12, "failed": 0, "pending": 0}
+
+
+def test_version() -> None:
+    from nextvox import __version__
+
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"nextvox {__version__}", result
+
+
+def test_the_data_dir_of_analyze_is_remembered_and_named_in_hints(analysed: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    library, data, labels = analysed
+    # `analyze --data-dir DATA` ran first: later commands find DATA without being told.
+    status = run("status", str(library), "--json")
+    assert status.returncode == 0, status.stderr
+    assert {t["path"] for t in json.loads(status.stdout)["tracks"]} == set(labels)
+    answer = run("recommend", str(library), "low/song0.wav", "-k", "1", "--json")
+    assert answer.returncode == 0 and json.loads(answer.stdout)["results"], answer.stderr
+    # A data dir with no catalogue: the hint keeps the user's --data-dir.
+    fresh = tmp_path / "other data"
+    result = run("status", str(library), "--data-dir", str(fresh))
+    assert_one_line_error(result, 1)
+    assert f"nextvox analyze {library} --data-dir {fresh}" in result.stderr.replace("\n", "")
+
+
+def test_a_query_may_be_words_with_did_you_mean(analysed: tuple[Path, Path, dict]) -> None:
+    library, data, _ = analysed
+    answer = run("recommend", str(library), "low song0", "-k", "2", "--data-dir", str(data), "--json")
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["query"] == "low/song0.wav"
+    several = run("recommend", str(library), "song0", "--data-dir", str(data))
+    assert_one_line_error(several, 1)
+    assert "matches 3 tracks" in several.stderr
+    misspelt = run("recommend", str(library), "lwo song0", "--data-dir", str(data))
+    assert_one_line_error(misspelt, 1)
+    assert "did you mean 'low/song0.wav'?" in misspelt.stderr
+
+
+def test_recommend_from_stored_vectors_never_loads_torch(analysed: tuple[Path, Path, dict]) -> None:
+    """Importing torch is most of a stored-vector query's time (about 4 s of 5 when it was imported)."""
+    library, data, _ = analysed
+    script = ("import sys\nfrom nextvox.cli import main\n"
+              f"code = main(['recommend', {str(library)!r}, 'low/song0.wav', '--melody-weight', '0.5', '--data-dir', {str(data)!r}, '--json'])\n"
+              "print('torch loaded' if 'torch' in sys.modules else 'no torch', code, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert json.loads(result.stdout)["results"], result.stderr
+    assert result.stderr.strip().endswith("no torch 0"), result.stderr
+
+
+def test_plot_says_what_it_is_doing(analysed: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    library, data, _ = analysed
+    result = run("plot", str(library), "--by", "genre", "--method", "pca", "--out", str(tmp_path / "map.png"), "--data-dir", str(data))
+    assert result.returncode == 0, result.stderr
+    assert "plot: projecting 9 timbre vectors to 2-D with PCA" in result.stderr and "plot: drawing 9 points" in result.stderr
