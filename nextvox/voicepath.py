@@ -7,8 +7,8 @@ candidate that best blends nearness to the waypoint with nearness to the song ju
 (``(1 - follow) · cos(v, waypoint) + follow · cos(v, previous)``), never the artist just
 played, and never, as the last song before TO, TO's artist. It never steps back: each song's
 progress (:func:`arc_progress`, the angle of its voice projected on the plane of FROM's and
-TO's, as a share of the angle from FROM to TO) is at least the song's before it; when no
-candidate is left that goes forward, the path goes on to TO, shorter than asked.
+TO's, as a share of the angle from FROM to TO) is at least the song's before it and not past
+TO's; when no candidate is left that goes forward, the path goes on to TO, shorter than asked.
 
 Candidates are the recommender's own answers for each waypoint (see :func:`waypoint_query`),
 so the filters of ``recommend`` (heard tracks, genres, gender, artists) and its rule against
@@ -159,7 +159,7 @@ def voice_path(
         fit = (1 - follow) * (vectors @ waypoints[i]) + follow * (vectors @ previous)  # (P,)
         fit = np.where(free, fit, -np.inf)
         fit[[j for j, c in enumerate(pool) if _fold(c.song.artist) in blocked - {None}]] = -np.inf
-        fit = np.where(progress >= previous_progress, fit, -np.inf)  # never a step back
+        fit = np.where((progress >= previous_progress) & (progress <= 1.0), fit, -np.inf)  # never a step back, nor past TO
         best = int(np.argmax(fit)) if pool else 0
         if not pool or not np.isfinite(fit[best]):
             break  # every candidate left is played, behind, or by the artist just played: on to TO

@@ -63,7 +63,7 @@ def test_a_path_runs_from_start_to_end_in_small_steps(recommender: Recommender) 
     assert steps.mean() > np.mean(randomly) + 0.1 and steps.min() > 0.8, steps
     # Moving steadily toward the end: never a step back along the arc, and nearer TO's voice by halves.
     progress = arc_progress(vectors, vectors[0], vectors[-1])
-    assert (np.diff(progress[:-1]) >= 0).all() and progress[0] == pytest.approx(0, abs=1e-6), progress
+    assert (np.diff(progress) >= -1e-6).all() and progress[0] == pytest.approx(0, abs=1e-6), progress
     to_end = vectors @ vectors[-1]
     assert to_end[5:9].mean() > to_end[1:5].mean() + 0.3, to_end
     assert songs[0].reason.startswith("step 1 of 10") and "voice path" in songs[3].tags
@@ -83,7 +83,7 @@ def test_a_small_library_gives_a_shorter_path_not_a_repeat(recommender: Recommen
     start, end = recommender.track_query("ann/song0.wav"), recommender.track_query("cat/song0.wav")
     songs = voice_path(recommender, start, end, n=200)
     paths = [s.path for s in songs]
-    assert 8 <= len(songs) < 200 and len(set(paths)) == len(paths) and paths[-1] == "cat/song0.wav"
+    assert 3 <= len(songs) < 200 and len(set(paths)) == len(paths) and paths[-1] == "cat/song0.wav"
     assert len(voice_path(recommender, start, end, n=2)) == 2
 
 
@@ -119,12 +119,12 @@ def test_http_path(recommender: Recommender) -> None:
 
     app = create_app(recommender.catalogue.library, recommender.catalogue.data_dir)
     with TestClient(app, raise_server_exceptions=False) as client:
-        answer = client.post("/api/path", json={"start": "bob/song2.wav", "end": "fay/song1.wav", "n": 7,
+        answer = client.post("/api/path", json={"start": "bob/song2.wav", "end": "fay/song1.wav", "n": 5,
                                                 "filters": {"exclude_query_artists": True}})
         assert answer.status_code == 200, answer.text
         body = answer.json()
         paths = [t["path"] for t in body["tracks"]]
-        assert body["start"] == "bob/song2.wav" and len(paths) == 7 and paths[0] == "bob/song2.wav" and paths[-1] == "fay/song1.wav"
+        assert body["start"] == "bob/song2.wav" and len(paths) == 5 and paths[0] == "bob/song2.wav" and paths[-1] == "fay/song1.wav"
         assert body["notes"] == [] and all(t["audio_url"].startswith("/api/audio/") for t in body["tracks"])
         assert {t["artist"] for t in body["tracks"][1:-1]}.isdisjoint({"bob", "fay"})
         assert client.post("/api/path", json={"start": "bob/song2.wav", "end": "nobody.wav"}).status_code == 404
