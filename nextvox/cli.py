@@ -384,13 +384,16 @@ def _print_tracks(results) -> None:
               help="Write the playlist here; the extension picks the format: .m3u8 or .xspf.")
 @click.option("--follow", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="0 keeps every song near the seed's voice; 1 lets each song lead to the next.")
+@click.option("--to-server", "to_server", metavar="NAME",
+              help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
+              "settings: docs/players.md).")
 @_filter_options
 @json_flag
 @data_dir_option
 @click.pass_context
 def radio(
     ctx: click.Context, library: Path, seed: tuple[Path, ...], n: int, out: Path | None, follow: float,
-    exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
+    to_server: str | None, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
     data_dir: Path | None,
 ) -> None:
     """A radio that follows a voice: an ordered playlist, never the same artist twice in a row.
@@ -411,9 +414,10 @@ def radio(
     title = f"nextvox radio: {', '.join(s.label for s in seeds)}"
     if out is not None:
         write_playlist(playlist_entries(songs, library=root), out, title=title)
+    pushed = _push_to_server(to_server, [r.path for r in songs], root=root, data_dir=_data_dir(ctx, library, data_dir))
     if as_json:
         print(json.dumps({"seed": [s.label for s in seeds], "out": str(out) if out else None,
-                          "tracks": [r.__dict__ for r in songs]}))
+                          "tracks": [r.__dict__ for r in songs], **({"server_playlist": pushed} if pushed else {})}))
         return
     if out is not None:
         stderr.print(f"{len(songs)} songs written to {out}")
@@ -434,13 +438,16 @@ def radio(
               help="Write the playlist here; the extension picks the format: .m3u8 or .xspf.")
 @click.option("--follow", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="0 keeps each song nearest its point on the way; 1 lets the song before decide.")
+@click.option("--to-server", "to_server", metavar="NAME",
+              help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
+              "settings: docs/players.md).")
 @_filter_options
 @json_flag
 @data_dir_option
 @click.pass_context
 def path(
     ctx: click.Context, library: Path, start: Path, end: Path, n: int, out: Path | None, follow: float,
-    exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
+    to_server: str | None, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
     data_dir: Path | None,
 ) -> None:
     """A voice path: a playlist from FROM to TO, each voice close to the one before (library tracks)."""
@@ -460,9 +467,10 @@ def path(
     title = f"nextvox path: {ends[0].label} to {ends[1].label}"
     if out is not None:
         write_playlist(playlist_entries(songs, library=root), out, title=title)
+    pushed = _push_to_server(to_server, [r.path for r in songs], root=root, data_dir=_data_dir(ctx, library, data_dir))
     if as_json:
         print(json.dumps({"from": ends[0].label, "to": ends[1].label, "out": str(out) if out else None,
-                          "tracks": [r.__dict__ for r in songs]}))
+                          "tracks": [r.__dict__ for r in songs], **({"server_playlist": pushed} if pushed else {})}))
         return
     if len(songs) < n:
         stderr.print(f"only {len(songs)} songs: the library (after the filters) has no more voices for this path")
@@ -470,6 +478,95 @@ def path(
         stderr.print(f"{len(songs)} songs written to {out}")
     else:
         _print_tracks(songs)
+
+
+# ---- players: Subsonic -----------------------------------------------------------------------
+
+
+def _subsonic_map(root: Path, data_dir: Path, config):
+    """The server's songs matched to the library's analysed tracks (needs the ``subsonic`` extra)."""
+    from nextvox.catalogue import Catalogue
+    from nextvox.integrations.subsonic import SubsonicClient, map_songs, server_songs
+
+    with SubsonicClient(config) as client:
+        songs = server_songs(client)
+    with Catalogue(data_dir, library=root, create=False) as catalogue:
+        return map_songs(songs, catalogue.tracks())
+
+
+def _push_to_server(name: str | None, paths: list[str], *, root: Path, data_dir: Path) -> dict | None:
+    """Save ``paths`` as the server's playlist ``name`` (when a name is given): what was pushed, for --json."""
+    if name is None:
+        return None
+    from nextvox.integrations.subsonic import SubsonicClient, load_config, push_playlist
+
+    config = load_config()
+    song_map = _subsonic_map(root, data_dir, config)
+    ids = [song_map.id_of[p] for p in paths if p in song_map.id_of]
+    with SubsonicClient(config) as client:
+        playlist_id, created = push_playlist(client, name, ids)
+    missing = len(paths) - len(ids)
+    stderr.print(f"{'created' if created else 'updated'} the playlist {name!r} on {config.base_url}: {len(ids)} songs"
+                 + (f" ({missing} not found on the server left out)" if missing else ""), markup=False)
+    return {"name": name, "id": playlist_id, "created": created, "songs": len(ids), "not_on_server": missing}
+
+
+@app.group(context_settings=CONTEXT)
+def subsonic() -> None:
+    """Connect to a Subsonic / OpenSubsonic server (Navidrome, supysonic, ...): map its songs, serve voice radio to its clients."""
+
+
+subsonic_config_option = click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file with a [subsonic] table (url, user, password). Default: $NEXTVOX_SUBSONIC_CONFIG, "
+    "else ~/.config/nextvox/subsonic.toml; NEXTVOX_SUBSONIC_URL/_USER/_PASSWORD override it.")
+
+
+@subsonic.command("map", context_settings=CONTEXT)
+@library_argument
+@subsonic_config_option
+@json_flag
+@data_dir_option
+@click.pass_context
+def subsonic_map(ctx: click.Context, library: Path, config_file: Path | None, as_json: bool, data_dir: Path | None) -> None:
+    """Match the server's songs to the library's tracks (by path in the music folder, else tags and duration) and count them."""
+    from nextvox.catalogue import resolve_library
+    from nextvox.integrations.subsonic import load_config
+
+    config = load_config(config_file)
+    counts = _subsonic_map(resolve_library(library), _data_dir(ctx, library, data_dir), config).counts
+    if as_json:
+        print(json.dumps({"server": config.base_url, "counts": counts}))
+        return
+    stdout.print(f"{config.base_url}: {counts['server_songs']} songs, {counts['matched']} matched to analysed tracks "
+                 f"({counts['by_path']} by path, {counts['by_tags']} by tags and duration), "
+                 f"{counts['unmatched_server_songs']} not matched; {counts['library_tracks_not_on_server']} of "
+                 f"{counts['library_tracks']} analysed tracks are not on the server", markup=False)
+
+
+@subsonic.command("serve", context_settings=CONTEXT)
+@library_argument
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (only this machine by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=4534, show_default=True, help="TCP port.")
+@subsonic_config_option
+@data_dir_option
+@click.pass_context
+def subsonic_serve(ctx: click.Context, library: Path, host: str, port: int, config_file: Path | None,
+                   data_dir: Path | None) -> None:
+    """Serve the server's API with voice radio added: point Subsonic clients here instead of at the server."""
+    import uvicorn
+
+    from nextvox.catalogue import resolve_library
+    from nextvox.integrations.subsonic import load_config
+    from nextvox.integrations.subsonic_proxy import create_proxy_app
+
+    config = load_config(config_file)
+    root = resolve_library(library)
+    application = create_proxy_app(root, _data_dir(ctx, library, data_dir), config)
+    counts = application.state.proxy.song_map().counts  # reach the server now: a wrong setting is one line, not a traceback
+    stderr.print(f"{counts['matched']} of the server's {counts['server_songs']} songs matched to analysed tracks; "
+                 f"nextvox voice radio for {config.base_url} on http://{host}:{port}/rest/ (Ctrl-C stops)", markup=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
 # ---- serve -----------------------------------------------------------------------------------

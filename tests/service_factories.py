@@ -29,12 +29,12 @@ class Song:
     female: float | None = None  # stored gender probability; None stores none
 
 
-def write_tagged_wav(path: Path, *, artist: str, title: str, genre: str, seed: int) -> None:
+def write_tagged_wav(path: Path, *, artist: str, title: str, genre: str, seed: int, seconds: float = 0.1) -> None:
     from mutagen.id3 import TCON, TIT2, TPE1
     from mutagen.wave import WAVE
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    samples = 0.1 * np.random.default_rng(seed).standard_normal(800).astype(np.float32)
+    samples = 0.1 * np.random.default_rng(seed).standard_normal(int(8000 * seconds)).astype(np.float32)
     sf.write(path, samples, 8000)
     audio = WAVE(path)
     audio.add_tags()
@@ -43,11 +43,15 @@ def write_tagged_wav(path: Path, *, artist: str, title: str, genre: str, seed: i
     audio.save()
 
 
-def make_catalogue(root: Path, songs: list[Song]) -> Catalogue:
-    """Files under ``root/music``, the catalogue under ``root/data``, every song 'analysed' with its vectors."""
+def make_catalogue(root: Path, songs: list[Song], *, seconds: float | None = None) -> Catalogue:
+    """Files under ``root/music``, the catalogue under ``root/data``, every song 'analysed' with its vectors.
+
+    The files are ``seconds`` long and their stored duration is that (by default 0.1 s files stored as 30 s).
+    """
     library = root / "music"
     for i, song in enumerate(songs):
-        write_tagged_wav(library / song.path, artist=song.artist, title=Path(song.path).stem, genre=song.genre, seed=i)
+        write_tagged_wav(library / song.path, artist=song.artist, title=Path(song.path).stem, genre=song.genre, seed=i,
+                         seconds=seconds or 0.1)
     catalogue = Catalogue(root / "data", library=library.resolve())
     scan_library(catalogue, analysis_version=ANALYSIS_VERSION)
     by_path = {t.path: t for t in catalogue.tracks()}
@@ -55,7 +59,7 @@ def make_catalogue(root: Path, songs: list[Song]) -> Catalogue:
         vectors = {"timbre": ("timbre-test", song.timbre), "fingerprint": ("fp-test", song.fingerprint)}
         if song.female is not None:
             vectors["gender"] = ("gender-test", np.array([song.female], dtype=np.float32))
-        catalogue.record_analysis(by_path[song.path].content_hash, analysis_version=ANALYSIS_VERSION, duration_s=30.0,
+        catalogue.record_analysis(by_path[song.path].content_hash, analysis_version=ANALYSIS_VERSION, duration_s=seconds or 30.0,
                                   excerpt_start_s=0.0, excerpt_s=30.0, vectors=vectors)
     return catalogue
 
