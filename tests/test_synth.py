@@ -17,10 +17,10 @@ from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import MissingDependencyError, NextvoxError
 from nextvox.synth import render_library
 from nextvox.synth.accompaniment import accompaniment_midi, choose_chords, render_midi
-from nextvox.synth.library import CACHE_DIR_NAME, FORMATS, LABEL_COLUMNS, plan_library, render_song_audio, song_notes
+from nextvox.synth.library import CACHE_DIR_NAME, FORMATS, LABEL_COLUMNS, label_row, plan_library, render_song_audio, song_notes
 from nextvox.synth.production import GROOVES, LEAD_PARTS, PRODUCTION_COLUMNS, drum_events, lead_events, produce_mix
 from nextvox.synth.singing import pitch_accuracy
-from nextvox.synth.voices import SINGERS, select_singers
+from nextvox.synth.voices import SINGERS, select_singers, singers_in_set
 
 REQUIRED_COLUMNS = ("path", "singer", "gender", "melody", "genre", "vocal_path", "ratio_db", "transposition", "tempo_bpm")
 
@@ -273,3 +273,21 @@ def test_studio_midi_carries_drums_lead_and_instruments():
     assert bytes([0x99, 51]) in midi  # the shuffle's ride
     audio = render_midi(midi=midi, sample_rate_hz=SAMPLE_RATE_HZ, n_samples=SAMPLE_RATE_HZ * 4)
     assert np.sqrt(np.mean(audio**2)) > 0.01
+
+
+def test_speaker_variants_are_extra_training_singers(tmp_path):
+    train = {s.singer_id: s for s in SINGERS if "train" in s.voice_sets}
+    variants = [s for s in train.values() if s.breathiness or s.vibrato_depth_cents or s.age == "child" or s.warp != 1.0]
+    assert {s.age for s in variants} == {"adult", "child"} and {s.gender for s in variants} == {"female", "male"}
+    for singer in variants:
+        assert singer.synthetic and singer.singer_id.startswith("syn-") and "eval" not in singer.voice_sets
+        assert singer.high_midi - singer.low_midi >= 19
+    children = [s for s in variants if s.age == "child"]
+    assert all(s.low_midi >= 60 and s.warp >= 1.2 for s in children), "a child sings high with a short tract"
+    plans = plan_library(n_singers=len(singers_in_set("train")), n_songs=1, seed=0, voice_set="train", max_song_s=5.0,
+                         cache_dir=tmp_path)  # fmt: skip
+    rows = {p.singer.singer_id: (p, label_row(p)) for p in plans}
+    plan, row = rows["syn-kal-child"]
+    assert row["age"] == "child" and row["gender"] == "male"
+    wide, _ = rows["syn-ona-vibrato"]
+    assert wide.vibrato_depth_cents == 45.0 and abs(wide.vibrato_rate_hz - 6.4) <= 0.2

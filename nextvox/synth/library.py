@@ -54,7 +54,7 @@ __all__ = ["SongPlan", "EVAL_MELODY_MODULUS", "melody_split", "LABEL_COLUMNS", "
 FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav")
 LABEL_COLUMNS = (
     "path", "singer", "gender", "melody", "genre", "vocal_path", "ratio_db", "transposition", "tempo_bpm",
-    "title", "voice", "engine", "method", "synthetic", "language", "licence", "format", "duration_s",
+    "title", "voice", "engine", "method", "synthetic", "language", "licence", "format", "duration_s", "age",
     *PRODUCTION_COLUMNS,
 )  # fmt: skip
 CACHE_DIR_NAME = ".nextvox-synth"
@@ -244,6 +244,8 @@ def plan_library(
     for i, singer in enumerate(singers):
         # A singer's own vibrato, kept across its songs (a trait of the voice).
         rate_hz, depth_cents = rng.uniform(5.0, 6.2), rng.uniform(15.0, 25.0)
+        rate_hz = singer.vibrato_rate_hz or rate_hz  # a variant's own vibrato (drawn anyway: plans stay the same)
+        depth_cents = singer.vibrato_depth_cents or depth_cents
         style_offset = int(rng.integers(len(STYLES)))
         for j in range(n_songs):
             melody = pool[(i * shift + j) % len(pool)]
@@ -286,9 +288,9 @@ def _produced(plan: SongPlan, *, seed: int, production: str) -> SongPlan:
 
 
 @cache
-def _bank(voice: Voice, warp: float, cache_dir: Path):
-    """A worker's copy of a voice's syllable bank (loaded once per process)."""
-    return load_bank(path=build_bank(voice=voice, cache_dir=cache_dir), warp=warp)
+def _bank(voice: Voice, warp: float, breathiness: float, cache_dir: Path):
+    """A worker's copy of a voice's syllable bank as a singer alters it (loaded once per process)."""
+    return load_bank(path=build_bank(voice=voice, cache_dir=cache_dir), warp=warp, breathiness=breathiness)
 
 
 def _lyrics(*, melody_id: str, n_notes: int) -> np.ndarray:
@@ -342,7 +344,7 @@ def _sing(*, plan: SongPlan, notes: dict, cache_dir: Path) -> np.ndarray:
         return render_vocal_mbrola(
             voice=plan.voice, phoneme_path=build_phonemes(voice=plan.voice, cache_dir=cache_dir / "banks"), **notes
         )
-    return render_vocal(bank=_bank(plan.voice, plan.singer.warp, cache_dir / "banks"), **notes)
+    return render_vocal(bank=_bank(plan.voice, plan.singer.warp, plan.singer.breathiness, cache_dir / "banks"), **notes)
 
 
 def _studio_parts(*, plan: SongPlan, chords: list, onset_beats: np.ndarray, duration_beats: np.ndarray,
@@ -515,7 +517,7 @@ def label_row(plan: SongPlan) -> dict[str, str]:
         "tempo_bpm": f"{plan.tempo_qpm:.0f}", "title": plan.title, "voice": plan.voice.voice_id,
         "engine": plan.voice.engine, "method": plan.voice.method, "synthetic": str(plan.singer.synthetic).lower(),
         "language": plan.voice.language, "licence": plan.voice.licence, "format": plan.fmt,
-        "duration_s": f"{plan.total_s:.3f}", **production_labels(plan.production),
+        "duration_s": f"{plan.total_s:.3f}", "age": plan.singer.age, **production_labels(plan.production),
     }  # fmt: skip
 
 

@@ -28,7 +28,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     import pyworld
 
-__all__ = ["SYLLABLES", "FRAME_PERIOD_MS", "FFT_SIZE", "SyllableBank", "build_bank", "load_bank", "analyse_syllable"]
+__all__ = ["SYLLABLES", "FRAME_PERIOD_MS", "FFT_SIZE", "SyllableBank", "build_bank", "load_bank", "analyse_syllable", "breathy_aperiodicity"]
 
 FRAME_PERIOD_MS = 5.0
 FRAME_RATE_HZ = 1000.0 / FRAME_PERIOD_MS
@@ -216,12 +216,36 @@ def warp_envelope(*, frames: np.ndarray, factor: float) -> np.ndarray:
     return frames[:, lo] * (1 - w) + frames[:, hi] * w
 
 
-def load_bank(*, path: Path, warp: float) -> SyllableBank:
-    """Read a cached bank and apply a singer's vocal-tract ``warp``."""
+def breathy_aperiodicity(*, ap: np.ndarray, amount: float) -> np.ndarray:
+    """Add breath noise: move aperiodicity toward 1, more so at high frequencies.
+
+    ``ap + (1 - ap) * amount * sqrt(f / f_max)``: a breathy voice leaks air through a glottis
+    that never quite closes, and the leak is heard as noise above the low harmonics.
+
+    Parameters
+    ----------
+    ap : np.ndarray, shape (F, K)
+        WORLD aperiodicity in [0, 1] on K linear frequency bins (0 Hz … Nyquist).
+    amount : float
+        0 leaves ``ap`` unchanged, 1 makes the top bin pure noise.
+
+    Examples
+    --------
+    >>> breathy_aperiodicity(ap=np.array([[0.0, 0.0, 0.5]]), amount=0.5).round(3).tolist()
+    [[0.0, 0.354, 0.75]]
+    """
+    if amount == 0.0:
+        return ap
+    ramp = np.sqrt(np.linspace(0.0, 1.0, ap.shape[1])).astype(ap.dtype)
+    return ap + (1 - ap) * amount * ramp
+
+
+def load_bank(*, path: Path, warp: float, breathiness: float = 0.0) -> SyllableBank:
+    """Read a cached bank and apply a singer's vocal-tract ``warp`` and ``breathiness`` (0…1)."""
     with np.load(path) as data:
         return SyllableBank(
             sp=warp_envelope(frames=data["sp"], factor=warp),
-            ap=warp_envelope(frames=data["ap"], factor=warp),
+            ap=breathy_aperiodicity(ap=warp_envelope(frames=data["ap"], factor=warp), amount=breathiness),
             voiced=data["voiced"],
             starts=data["starts"],
             core=data["core"],

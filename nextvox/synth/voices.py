@@ -108,6 +108,15 @@ class Singer:
         multiplied by it (above 1 a shorter tract). 1.0 leaves the speaker as recorded.
     voice_sets : tuple of str
         Library voice sets the singer belongs to.
+    breathiness : float
+        Breath noise added to the voice, 0…1 (:func:`nextvox.synth.syllables.breathy_aperiodicity`).
+    vibrato_depth_cents : float or None
+        The singer's own vibrato depth (peak deviation, cents); None draws 15–25 cents per library.
+    vibrato_rate_hz : float or None
+        The singer's own vibrato rate, Hz; None draws 5.0–6.2 Hz per library.
+    age : str
+        ``adult`` or ``child``: a child's voice (a real speaker's tract shortened to a child's,
+        singing in a child's range) keeps its speaker's sex as ``gender`` (docs/gender.md, "Children").
     """
 
     singer_id: str
@@ -120,6 +129,10 @@ class Singer:
     synthetic: bool = False
     warp: float = 1.0
     voice_sets: tuple[str, ...] = ("demo", "train")
+    breathiness: float = 0.0
+    vibrato_depth_cents: float | None = None
+    vibrato_rate_hz: float | None = None
+    age: str = "adult"
 
 
 _FESTVOX = "Festvox/CSTR free licence (BSD-like)"
@@ -167,6 +180,29 @@ SINGERS: tuple[Singer, ...] = (
            synthetic=True, warp=0.9, voice_sets=("train",)),
     Singer("syn-espeak-m1", "eSpeak M1", "male", "espeak-ng en+m1", (ESPEAK_M1,), *_MALE,
            synthetic=True, voice_sets=("train",)),
+    # Speaker variants (training only): more tract lengths, breathy voices, wide and fast
+    # vibrato, registers outside the usual ones, and children's range. Each is a real
+    # speaker of the list above, altered; each counts as a singer of its own.
+    Singer("syn-awb-short", "Awb (short tract)", "male", "awb", (FLITE_AWB,), 47, 66, synthetic=True, warp=1.08,
+           voice_sets=("train",)),
+    Singer("syn-slt-long", "Slt (long tract)", "female", "slt", (FESTIVAL_SLT, FLITE_SLT), 55, 74, synthetic=True,
+           warp=0.9, voice_sets=("train",)),
+    Singer("syn-slt-breathy", "Slt (breathy)", "female", "slt", (FESTIVAL_SLT, FLITE_SLT), *_FEMALE, synthetic=True,
+           breathiness=0.45, voice_sets=("train",)),
+    Singer("syn-rms-breathy", "Rms (breathy)", "male", "rms", (FLITE_RMS,), 43, 62, synthetic=True, breathiness=0.45,
+           voice_sets=("train",)),
+    Singer("syn-ona-vibrato", "Ona (wide vibrato)", "female", "ona", (FESTIVAL_ONA,), 58, 77, synthetic=True,
+           vibrato_depth_cents=45.0, vibrato_rate_hz=6.4, voice_sets=("train",)),
+    Singer("syn-awb-vibrato", "Awb (slow wide vibrato)", "male", "awb", (FLITE_AWB,), *_MALE, synthetic=True,
+           vibrato_depth_cents=40.0, vibrato_rate_hz=4.6, voice_sets=("train",)),
+    Singer("syn-kal-tenor", "Kal (tenor register)", "male", "kal", (FESTIVAL_KAL, FLITE_KAL), 52, 71, synthetic=True,
+           voice_sets=("train",)),
+    Singer("syn-ona-alto", "Ona (alto register)", "female", "ona", (FESTIVAL_ONA,), 50, 69, synthetic=True,
+           warp=0.96, voice_sets=("train",)),
+    Singer("syn-slt-child", "Slt (child)", "female", "slt", (FESTIVAL_SLT, FLITE_SLT), 60, 79, synthetic=True,
+           warp=1.25, voice_sets=("train",), age="child"),
+    Singer("syn-kal-child", "Kal (child)", "male", "kal", (FESTIVAL_KAL, FLITE_KAL), 60, 79, synthetic=True,
+           warp=1.35, voice_sets=("train",), age="child"),
 )
 
 
