@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Library: {len(tracks)} songs by {len({t.artist for t in tracks})} singers from the generator's held-out `eval`"
         " split (singers and tunes no shipped model was trained on), analysed with the shipped models.",
-        f"{args.pairs} pairs (FROM, TO) of songs by different singers; each order has {args.n} songs, FROM first and TO last.",
+        f"{args.pairs} pairs (FROM, TO) of songs by different singers; each order asks for {args.n} songs, FROM first and TO last.",
         "Step similarity: cosine of consecutive songs' timbre vectors. Steps toward TO: steps whose progress along the"
         " FROM-to-TO arc (`nextvox.voicepath.arc_progress`) does not go back.",
         "The voice path also never puts one singer twice in a row and may end shorter than asked"

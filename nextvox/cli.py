@@ -569,6 +569,54 @@ def subsonic_serve(ctx: click.Context, library: Path, host: str, port: int, conf
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
+# ---- players: MPD ----------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.option("--host", default="localhost", show_default=True, help="MPD's address (its password, if any, from $MPD_PASSWORD).")
+@click.option("--port", type=click.IntRange(1, 65535), default=6600, show_default=True, help="MPD's port.")
+@click.option("--keep", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Songs kept queued after the one playing.")
+@click.option("--path-to", metavar="SONG", help="First replace what is queued after the song playing with a voice path to SONG.")
+@click.option("-n", "--n", "n", type=click.IntRange(min=2), default=10, show_default=True,
+              help="Songs in a voice path (the one playing and SONG included).")
+@click.option("--once", is_flag=True, help="Do it once and exit instead of watching MPD.")
+@_filter_options
+@data_dir_option
+@click.pass_context
+def mpd(
+    ctx: click.Context, library: Path, host: str, port: int, keep: int, path_to: str | None, n: int, once: bool,
+    exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, data_dir: Path | None,
+) -> None:
+    """Keep MPD's queue topped up with voices like the song playing; queue a voice path on request.
+
+    From any MPD client: `mpc sendmessage nextvox "path ARTIST/SONG.flac"` queues a path to that song.
+    """
+    from nextvox.api.service import LibraryService
+    from nextvox.catalogue import resolve_library
+    from nextvox.integrations.mpd import connect, queue_path, top_up, watch
+
+    root = resolve_library(library)
+    filters = _filters(root, exclude_artist, heard, genre, gender)
+    service = LibraryService(root, _data_dir(ctx, library, data_dir))
+    client = connect(host, port, password=os.environ.get("MPD_PASSWORD") or None)
+    try:
+        if path_to is not None:
+            files = queue_path(client, service.recommender(), path_to, n=n, filters=filters)
+            stderr.print(f"queued a voice path of {len(files)} songs to {path_to}", markup=False)
+        if once:
+            added = top_up(client, service.recommender(), keep=keep, filters=filters)
+            stderr.print(f"queued {len(added)} voice-alike songs", markup=False)
+            return
+        stderr.print(f"keeping {keep} voice-alike songs queued in MPD at {host}:{port} (Ctrl-C stops)", markup=False)
+        watch(client, service.recommender, keep=keep, n=n, filters=filters,
+              report=lambda line: stderr.print(line, markup=False))
+    finally:
+        client.disconnect()
+        service.close()
+
+
 # ---- serve -----------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ DEBIAN_PACKAGES=(
   festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-ca-ona-hts festvox-ru
   flite espeak-ng fluidsynth fluid-soundfont-gm ffmpeg sox libsndfile1 gcc
 )
-$for_tests && DEBIAN_PACKAGES+=(chromium)
+$for_tests && DEBIAN_PACKAGES+=(chromium mpd)  # mpd: the MPD integration is tested against the real daemon
 PYTHON=${PYTHON:-python3}
 # A bare Debian python3 lacks venv and the headers that webrtcvad (resemblyzer) compiles against.
 if ! "$PYTHON" -c "import ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')" 2>/dev/null; then

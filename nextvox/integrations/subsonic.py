@@ -28,6 +28,7 @@ from pathlib import Path
 from nextvox import __version__
 from nextvox.catalogue import Track
 from nextvox.errors import NextvoxError
+from nextvox.integrations.library_paths import matching_library_path
 
 __all__ = [
     "CLIENT_NAME",
@@ -235,7 +236,7 @@ def map_songs(songs: list[dict], tracks: Iterable[Track]) -> SongMap:
     how: Counter[str] = Counter()
     for song in songs:
         song_id = str(song["id"])
-        found = _by_path(str(song.get("path") or ""), by_path)
+        found = matching_library_path(str(song.get("path") or ""), by_path)
         if found is not None:
             path_of[song_id] = found
             how["by_path"] += 1
@@ -256,23 +257,6 @@ def map_songs(songs: list[dict], tracks: Iterable[Track]) -> SongMap:
               "library_tracks_not_on_server": len(tracks) - len(id_of)}
     children = {str(s["id"]): s for s in songs if str(s["id"]) in path_of}
     return SongMap(path_of, id_of, children, counts)
-
-
-def _by_path(server_path: str, by_path: dict[str, Track]) -> str | None:
-    """The library path naming the same file as ``server_path`` (equal, or one ends the other at a folder boundary)."""
-    server_path = server_path.replace("\\", "/").lstrip("/")
-    if not server_path:
-        return None
-    if server_path in by_path:
-        return server_path
-    parts = server_path.split("/")
-    for start in range(1, len(parts)):  # the server's folder holds the library: drop its leading folders
-        if "/".join(parts[start:]) in by_path:
-            return "/".join(parts[start:])
-    for path in by_path:  # the library holds the server's folder
-        if path.endswith("/" + server_path):
-            return path
-    return None
 
 
 def push_playlist(client: SubsonicClient, name: str, song_ids: list[str]) -> tuple[str, bool]:
