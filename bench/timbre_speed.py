@@ -26,7 +26,7 @@ import torch
 
 from nextvox.constants import FRAMES_PER_EXCERPT, N_MELS
 from nextvox.losses import NTXentLoss
-from nextvox.models.timbre import ProjectionHead, TimbreConfig, TimbreEncoder, embed_excerpt
+from nextvox.models.timbre import TimbreConfig, TimbreEncoder, embed_excerpt, projection_head
 from nextvox.training import ContrastiveBatch, TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,7 +38,7 @@ def train_rate(*, bf16: bool, roles: tuple[str, str], steps: int, encoder_only: 
     rng = np.random.default_rng(0)
     excerpts = [torch.from_numpy(rng.normal(-6, 2, (N_MELS, 1250)).astype(np.float16)) for _ in range(64)]
     batcher = ContrastiveBatch(config, excerpts, excerpts)
-    encoder, head, loss_fn = TimbreEncoder(config.model), ProjectionHead(config.model), NTXentLoss(config.temperature)
+    encoder, head, loss_fn = TimbreEncoder(config.model), projection_head(config.model), NTXentLoss(config.temperature)
     optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=1e-3)
     g = torch.Generator().manual_seed(0)
     ready = batcher(g)

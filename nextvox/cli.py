@@ -949,7 +949,7 @@ def plot(
 ) -> None:
     """Draw the library's tracks on a 2-D map of their voices, coloured by gender, singer or genre."""
     from nextvox.catalogue import Catalogue, resolve_library
-    from nextvox.gender import read_track_labels
+    from nextvox.labels import read_track_labels
     from nextvox.plots import embedding_map, write_map
 
     root = resolve_library(library)

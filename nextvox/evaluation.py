@@ -32,7 +32,6 @@ one code path.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import math
 import multiprocessing
@@ -44,18 +43,21 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from nextvox.analysis import EXCERPT_VERSION, INFERENCE_BF16, AnalysisSettings, analyze_library
 from nextvox.audio import load_excerpt
 from nextvox.catalogue import Catalogue, resolve_library
-from nextvox.constants import SAMPLE_RATE_HZ
+from nextvox.constants import GENDERS, SAMPLE_RATE_HZ
 from nextvox.errors import AudioError, MissingDependencyError, NextvoxError
 from nextvox.features import MelCache, log_mel, mfcc_statistics
 from nextvox.gender import head_scores, shipped_head
+from nextvox.index import normalise_rows
+from nextvox.labels import Labels, read_labels
 from nextvox.models import tcae, timbre
+from nextvox.files import atomic_path
 
 __all__ = [
     "BASELINES",
@@ -81,7 +83,6 @@ __all__ = [
 ]
 
 PRECISION_K = 5
-GENDERS = ("female", "male")
 BASELINES = ("mfcc", "resemblyzer", "chroma")
 #: Bump a version when its baseline's computation changes: the cache key holds it.
 BASELINE_VERSIONS = {
@@ -102,10 +103,8 @@ ProgressCallback = Callable[[str, int, int], None]
 # ---- similarity ------------------------------------------------------------------------------
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; an all-zero row stays zero (similar to nothing)."""
-    vectors = np.nan_to_num(np.asarray(vectors, dtype=np.float32))
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    """Float32 rows scaled to unit length, NaN read as 0; an all-zero row stays zero (similar to nothing)."""
+    return normalise_rows(np.nan_to_num(np.asarray(vectors, dtype=np.float32)))
 
 
 def cosine_similarity(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -505,14 +504,11 @@ class BaselineCache:
 
     def store(self, name: str, content_hash: str, vector: np.ndarray) -> None:
         """Write atomically; a refused write only costs time on the next run."""
-        target = self.path(name, content_hash)
-        temporary = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npy")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            np.save(temporary, vector)
-            os.replace(temporary, target)
+            with atomic_path(self.path(name, content_hash)) as part:
+                np.save(part, vector)
         except OSError:
-            temporary.unlink(missing_ok=True)
+            pass
 
 
 def _baseline_worker_init() -> None:
@@ -601,132 +597,6 @@ def _baseline_vectors(
         raise
     pool.shutdown(wait=True)
     return vectors, failures
-
-
-# ---- labels ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Labels:
-    """The rows of a labels CSV, in file order.
-
-    Attributes
-    ----------
-    paths : list of str, length N
-        Track paths relative to the library, ``/``-separated.
-    line_numbers : list of int, length N
-        Line of each row in the file (the header is line 1).
-    singers, genders, melodies : np.ndarray of str, shape (N,)
-        ``""`` where a gender or melody is not given.
-    has_gender, has_melody : bool
-        Whether the file has the column at all.
-    """
-
-    paths: list[str]
-    line_numbers: list[int]
-    singers: np.ndarray
-    genders: np.ndarray
-    melodies: np.ndarray
-    has_gender: bool
-    has_melody: bool
-
-
-def _library_relative(raw: str, *, library: Path, where: str) -> str:
-    """A CSV path as the catalogue spells it: relative to ``library``, ``/``-separated."""
-    path = PurePosixPath(raw.replace("\\", "/"))
-    if path.is_absolute():
-        try:
-            path = PurePosixPath(Path(path).resolve().relative_to(library).as_posix())
-        except ValueError:
-            raise NextvoxError(f"{where}: {raw} is outside the library {library}") from None
-    if ".." in path.parts or str(path) in ("", "."):
-        raise NextvoxError(f"{where}: {raw!r} is not a path inside the library")
-    return str(path)
-
-
-def read_csv_rows(labels_csv: Path) -> list[list[str]]:
-    """The rows of a UTF-8 CSV file (a byte-order mark allowed), or a NextvoxError saying why not."""
-    if not labels_csv.is_file():
-        raise NextvoxError(f"labels file not found: {labels_csv}")
-    try:
-        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-            return list(csv.reader(f))
-    except UnicodeDecodeError:
-        raise NextvoxError(f"{labels_csv}: not a UTF-8 text file") from None
-    except csv.Error as error:
-        raise NextvoxError(f"{labels_csv}: not a readable CSV file ({error})") from None
-    except OSError as error:
-        raise NextvoxError(f"cannot read the labels file {labels_csv}: {error.strerror}") from None
-
-
-def read_labels(labels_csv: Path, *, library: Path) -> Labels:
-    """Read and check a labels CSV (see DESIGN.md: ``path`` and ``singer`` required).
-
-    Column names are matched without regard to case or surrounding spaces; columns other
-    than ``path``, ``singer``, ``gender`` and ``melody`` are ignored.
-
-    Parameters
-    ----------
-    labels_csv : Path
-    library : Path
-        Absolute library folder; paths may be given relative to it or absolute inside it.
-
-    Raises
-    ------
-    NextvoxError
-        Naming the file and line: missing or unreadable file, no header, a missing
-        ``path`` or ``singer`` column, a row with too many or too few fields, an empty path
-        or singer, a gender other than female/male, a path listed twice.
-    """
-    labels_csv = Path(labels_csv)
-    rows = read_csv_rows(labels_csv)
-    if not rows:
-        raise NextvoxError(f"{labels_csv}: empty file (a header row with path and singer columns is needed)")
-    header = [name.strip().lower() for name in rows[0]]
-    missing = [name for name in ("path", "singer") if name not in header]
-    if missing:
-        raise NextvoxError(f"{labels_csv}: no {' or '.join(repr(m) for m in missing)} column in the header (found: {', '.join(header) or 'nothing'})")
-    column = {name: header.index(name) for name in ("path", "singer", "gender", "melody") if name in header}
-
-    paths: list[str] = []
-    line_numbers: list[int] = []
-    singers: list[str] = []
-    genders: list[str] = []
-    melodies: list[str] = []
-    seen: dict[str, int] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(field.strip() for field in row):
-            continue  # a blank line
-        where = f"{labels_csv}: line {line}"
-        if len(row) != len(header):
-            raise NextvoxError(f"{where}: {len(row)} fields, but the header has {len(header)}")
-        fields = {name: row[i].strip() for name, i in column.items()}
-        if not fields["path"]:
-            raise NextvoxError(f"{where}: empty path")
-        if not fields["singer"]:
-            raise NextvoxError(f"{where}: empty singer")
-        gender = fields.get("gender", "").lower()
-        if gender not in ("", *GENDERS):
-            raise NextvoxError(f"{where}: gender {fields['gender']!r} is not one of: {', '.join(GENDERS)} (or empty)")
-        path = _library_relative(fields["path"], library=library, where=where)
-        if path in seen:
-            raise NextvoxError(f"{where}: {path} is listed twice (first on line {seen[path]})")
-        seen[path] = line
-        paths.append(path)
-        line_numbers.append(line)
-        singers.append(fields["singer"])
-        genders.append(gender)
-        melodies.append(fields.get("melody", ""))
-    if not paths:
-        raise NextvoxError(f"{labels_csv}: no labelled tracks (only a header)")
-    return Labels(
-        paths=paths,
-        line_numbers=line_numbers,
-        singers=np.array(singers),
-        genders=np.array(genders),
-        melodies=np.array(melodies),
-        has_gender="gender" in column,
-        has_melody="melody" in column,
-    )
 
 
 # ---- evaluation ------------------------------------------------------------------------------

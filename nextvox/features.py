@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import numpy as np
 import scipy.fft
 import torch
 
-from nextvox.constants import FRAMES_PER_EXCERPT, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE_HZ
+from nextvox.constants import EXCERPT_S, FRAMES_PER_EXCERPT, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE_HZ
+from nextvox.files import atomic_path
 
 __all__ = [
     "MEL_PARAMS",
@@ -130,7 +130,7 @@ def mfcc_statistics(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int | No
 FINGERPRINT_BANDS = 8  # groups of 4 mel bands over the lowest 32 (0 - 3.6 kHz), which every lossy codec keeps
 FINGERPRINT_MELS = 32
 FINGERPRINT_BIN_S = 0.5
-FINGERPRINT_BINS = int(120 / FINGERPRINT_BIN_S)
+FINGERPRINT_BINS = int(EXCERPT_S / FINGERPRINT_BIN_S)
 
 
 def recording_fingerprint(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int | None = None) -> np.ndarray:
@@ -195,16 +195,11 @@ class MelCache:
 
         A full disk must not fail the analysis: the cache only saves time.
         """
-        target = self.path(content_hash)
-        temporary = target.with_name(f"{target.stem}.{os.getpid()}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as f:
+            with atomic_path(self.path(content_hash)) as part, open(part, "wb") as f:
                 np.savez(f, log_mel=spectrogram.astype(np.float16), start_s=start_s, duration_s=duration_s)
-            os.replace(temporary, target)
             return True
         except OSError:
-            temporary.unlink(missing_ok=True)
             return False
 
 

@@ -34,7 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from nextvox.catalogue import Catalogue
+from nextvox.constants import GENDERS
 from nextvox.errors import NextvoxError
+from nextvox.labels import normalise_gender, read_track_labels
+from nextvox.files import write_text_atomic
 
 __all__ = [
     "GENDERS",
@@ -60,7 +63,6 @@ __all__ = [
     "read_gender_tag",
 ]
 
-GENDERS = ("female", "male")
 #: The catalogue vector holding a track's predicted probability of a female voice, shape (1,).
 GENDER_VECTOR = "gender"
 HEAD_FORMAT = "nextvox-gender-head-1"
@@ -69,16 +71,6 @@ ACTIVE_HEAD_NAME = "gender_head.json"  # under the data directory: the user's ow
 # Inverse regularisation strength of the logistic regression: scikit-learn's default. The
 # vectors are standardised first, so one value suits any timbre model.
 REGULARISATION_C = 1.0
-_SYNONYMS = {"female": "female", "f": "female", "woman": "female", "male": "male", "m": "male", "man": "male"}
-
-
-def normalise_gender(raw: str) -> str | None:
-    """``female`` or ``male`` from a label as people write it; None when it is neither.
-
-    >>> normalise_gender(" F "), normalise_gender("Male"), normalise_gender("choir")
-    ('female', 'male', None)
-    """
-    return _SYNONYMS.get(raw.strip().lower())
 
 
 @dataclass(frozen=True)
@@ -181,10 +173,7 @@ class GenderHead:
         """Write the head as JSON (through a temporary file: never a half-written head)."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + ".partial")
-            partial.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-            partial.replace(path)
+            write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
         except OSError as error:
             raise NextvoxError(f"cannot write the gender head {path}: {error.strerror}") from None
         return path
@@ -391,54 +380,6 @@ def library_genders(catalogue: Catalogue) -> dict[str, tuple[str, float]]:
 
 
 # ---- labels ------------------------------------------------------------------------------
-
-def read_track_labels(labels_csv: Path, *, library: Path, required: tuple[str, ...] = ("path",)) -> dict[str, dict[str, str]]:
-    """Every row of a labels CSV, by library-relative path, with lower-cased column names.
-
-    ``gender`` values are normalised (:func:`normalise_gender`); empty cells are left out
-    of a row's dict.
-
-    Parameters
-    ----------
-    labels_csv : Path
-    library : Path
-        Absolute library folder.
-    required : tuple of str
-        Columns the header must have (``path`` always).
-
-    Raises
-    ------
-    NextvoxError
-        Naming the file and line: missing file, missing column, a bad gender, a path
-        outside the library or listed twice.
-    """
-    from nextvox.evaluation import _library_relative, read_csv_rows  # the rules of evaluate's labels
-
-    labels_csv = Path(labels_csv)
-    rows = read_csv_rows(labels_csv)
-    header = [name.strip().lower() for name in rows[0]] if rows else []
-    missing = [name for name in ("path", *required) if name not in header]
-    if missing:
-        raise NextvoxError(f"{labels_csv}: no {' or '.join(sorted(set(map(repr, missing))))} column in the header (found: {', '.join(header) or 'nothing'})")
-    labels: dict[str, dict[str, str]] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        where = f"{labels_csv}: line {line}"
-        if len(row) != len(header):
-            raise NextvoxError(f"{where}: {len(row)} fields, but the header has {len(header)}")
-        fields = {name: cell.strip() for name, cell in zip(header, row) if cell.strip()}
-        if "gender" in fields:
-            gender = normalise_gender(fields["gender"])
-            if gender is None:
-                raise NextvoxError(f"{where}: gender {fields['gender']!r} is not female or male (or empty)")
-            fields["gender"] = gender
-        path = _library_relative(fields.get("path", ""), library=library, where=where)
-        if path in labels:
-            raise NextvoxError(f"{where}: {path} is listed twice")
-        labels[path] = fields | {"path": path}
-    return labels
-
 
 _GENDER_TAG_KEYS = ("GENDER", "gender", "TXXX:GENDER", "TXXX:gender", "----:com.apple.iTunes:GENDER")
 

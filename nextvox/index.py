@@ -16,14 +16,13 @@ library has outgrown the index's cells, the index is rebuilt.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from nextvox.catalogue import Catalogue
 from nextvox.errors import CatalogueError
+from nextvox.files import atomic_path
 
 __all__ = [
     "EXACT_MAX_VECTORS",
@@ -194,13 +193,11 @@ def _store(path: Path, keys: list[str], versions: list[str], trained_size: int, 
     import faiss
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+        with atomic_path(path) as part, open(part, "wb") as f:
             np.savez(
                 f, format_version=INDEX_FORMAT_VERSION, keys=np.array(keys, dtype=str),
                 versions=np.array(versions, dtype=str), trained_size=trained_size, faiss=faiss.serialize_index(ann),
             )
-        os.replace(f.name, path)
     except OSError as error:
         raise CatalogueError(f"cannot write the vector index {path}: {error.strerror}") from None
 

@@ -8,8 +8,6 @@ filters (heard tracks, genre, gender, artists) and the near-duplicate rule hold 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +18,7 @@ import numpy as np
 from nextvox.errors import NextvoxError
 from nextvox.index import normalise_rows
 from nextvox.recommend import Diversity, Filters, Query, Recommendation, Recommender, history_vector
+from nextvox.files import write_text_atomic
 
 __all__ = [
     "RADIO_POOL_FACTOR",
@@ -165,9 +164,7 @@ def write_playlist(entries: list[PlaylistEntry], out: Path, *, title: str) -> No
     text = render_playlist(entries, playlist_format=playlist_format, title=title)
     out = Path(out)
     try:
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.parent, suffix=".tmp", delete=False) as f:
-            f.write(text)
-        os.replace(f.name, out)
+        write_text_atomic(out, text)
     except OSError as error:
         raise NextvoxError(f"cannot write {out}: {error.strerror}") from None
 

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nextvox.catalogue import Catalogue, Track, content_hash
+from nextvox.constants import GENDERS
 from nextvox.errors import AudioError, NextvoxError
-from nextvox.gender import GENDER_VECTOR, GENDERS
+from nextvox.gender import GENDER_VECTOR
 from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
 from nextvox.melody_match import sequence_similarity
 

@@ -15,7 +15,6 @@ Outputs in ``out_dir``: ``checkpoint.pt`` (resumable), ``separator.pt`` (the wei
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -30,7 +29,9 @@ import torch
 from nextvox.audio import read_window
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
+from nextvox.labels import read_track_labels
 from nextvox.models.separator import MaskNet, SeparatorConfig, save_weights, stft
+from nextvox.files import atomic_path
 
 __all__ = ["SeparatorTrainConfig", "Stem", "SeparatorTrainResult", "load_stems", "train_separator"]
 
@@ -88,12 +89,8 @@ def load_stems(library: Path, *, min_s: float = 1.0) -> list[Stem]:
     if not labels.is_file():
         raise NextvoxError(f"no labels.csv in {library}: training the separator needs a library with vocal stems "
                            "(make one with `nextvox demo DIR`)")  # fmt: skip
-    with labels.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or "vocal_path" not in rows[0]:
-        raise NextvoxError(f"{labels} has no vocal_path column: the separator learns from isolated vocals")
-    stems = []
-    for row in rows:
+    stems = []  # a labels file without a vocal_path column is refused: the separator learns from isolated vocals
+    for row in read_track_labels(labels, library=Path(library).resolve(), required=("vocal_path",)).values():
         vocal_path = Path(library) / row["vocal_path"]
         if not vocal_path.is_file():
             raise NextvoxError(f"vocal stem missing: {vocal_path}")
@@ -215,8 +212,8 @@ def train_separator(
     def save_checkpoint() -> None:
         state = {"config": config, "model_config": asdict(config.model), "step": step, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "losses": losses, "seconds": seconds_before + time.perf_counter() - started}  # fmt: skip
-        torch.save(state, out_dir / "checkpoint.tmp")
-        (out_dir / "checkpoint.tmp").replace(checkpoint_path)
+        with atomic_path(checkpoint_path) as part:
+            torch.save(state, part)
 
     # ---- the loop ----------------------------------------------------------------------------
     started = time.perf_counter()

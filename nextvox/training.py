@@ -36,15 +36,17 @@ import torch.nn.functional as F
 from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings, library_settings, track_log_mel
 from nextvox.augmentations import ROLES, PitchShift, RegisterShift, TimeStretch, ViewAugment, random_crops
 from nextvox.catalogue import Catalogue, resolve_library, scan_library
+from nextvox.constants import FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache
 from nextvox.losses import NTXentLoss
 from nextvox.models.tcae import DEFAULT_WEIGHTS as DEFAULT_TCAE_WEIGHTS
 from nextvox.models.tcae import TCAE, TCAEConfig
-from nextvox.models.tcae import ProjectionHead as MelodyProjectionHead
+from nextvox.models.tcae import projection_head as melody_projection_head
 from nextvox.models.tcae import load_weights as load_tcae_weights
 from nextvox.models.tcae import save_weights as save_tcae_weights
-from nextvox.models.timbre import DEFAULT_WEIGHTS, ProjectionHead, TimbreConfig, TimbreEncoder, load_weights, save_weights
+from nextvox.models.timbre import DEFAULT_WEIGHTS, TimbreConfig, TimbreEncoder, load_weights, projection_head, save_weights
+from nextvox.files import atomic_path
 
 __all__ = [
     "TrainConfig", "TrainResult", "library_log_mels", "train_timbre", "CHECKPOINT", "WEIGHTS",
@@ -260,14 +262,12 @@ def _save_checkpoint(
     step: int, losses: list[float], elapsed: float,
 ) -> None:  # fmt: skip
     """Everything a run needs to go on exactly (model and run config, weights, optimiser, generator, losses), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    torch.save({
-        "model_config": asdict(config.model), "train_config": asdict(config),
-        **{name: module.state_dict() for name, module in modules.items()},
-        "optimizer": optimizer.state_dict(), "step": step, "rng": g.get_state(), "losses": losses, "elapsed_s": elapsed,
-    }, part)  # fmt: skip
-    part.replace(path)
+    with atomic_path(path) as part:
+        torch.save({
+            "model_config": asdict(config.model), "train_config": asdict(config),
+            **{name: module.state_dict() for name, module in modules.items()},
+            "optimizer": optimizer.state_dict(), "step": step, "rng": g.get_state(), "losses": losses, "elapsed_s": elapsed,
+        }, part)  # fmt: skip
 
 
 def _batcher(kind: type, config, excerpts: list[np.ndarray], backgrounds: list[np.ndarray] | None):
@@ -286,7 +286,7 @@ def _batcher(kind: type, config, excerpts: list[np.ndarray], backgrounds: list[n
     if len(batcher.excerpts) < 2:
         raise NextvoxError(
             f"{len(batcher.excerpts)} excerpts are long enough to train on (at least {batcher.min_frames} frames, "
-            f"{batcher.min_frames / 62.5:.1f} s, are needed); at least 2 are needed"
+            f"{batcher.min_frames / FRAME_RATE_HZ:.1f} s, are needed); at least 2 are needed"
         )
     return batcher
 
@@ -352,7 +352,7 @@ def train_timbre(
         if start.config != config.model:
             raise NextvoxError(f"{config.init_weights} has another model shape than this run's config")
         encoder.load_state_dict(start.state_dict())
-    head = ProjectionHead(config.model)
+    head = projection_head(config.model)
     loss_fn = NTXentLoss(config.temperature)
     parameters = [*encoder.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -363,7 +363,7 @@ def train_timbre(
     def save() -> None:
         _save_checkpoint(checkpoint_path, config=config, modules=modules, optimizer=optimizer, g=g, step=step, losses=losses,
                          elapsed=elapsed)  # fmt: skip
-        save_weights(out_dir / WEIGHTS, encoder)
+        save_weights(encoder, out_dir / WEIGHTS)
 
     # -- loop -------------------------------------------------------------------------------------
     encoder.train(), head.train()
@@ -568,7 +568,7 @@ def train_tcae(
         if start.config != config.model:
             raise NextvoxError(f"{config.init_weights} has another model shape than this run's config")
         tcae.load_state_dict(start.state_dict())
-    head = MelodyProjectionHead(config.model)
+    head = melody_projection_head(config.model)
     contrastive = NTXentLoss(config.temperature)
     optimizer = torch.optim.AdamW([*tcae.parameters(), *head.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     g = torch.Generator().manual_seed(config.seed)  # every random draw of the data and augmentations
@@ -578,7 +578,7 @@ def train_tcae(
     def save() -> None:
         _save_checkpoint(checkpoint_path, config=config, modules=modules, optimizer=optimizer, g=g, step=step, losses=losses,
                          elapsed=elapsed)  # fmt: skip
-        save_tcae_weights(out_dir / TCAE_WEIGHTS, tcae)
+        save_tcae_weights(tcae, out_dir / TCAE_WEIGHTS)
 
     # -- loop -------------------------------------------------------------------------------------
     tcae.train(), head.train()

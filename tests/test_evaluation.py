@@ -201,7 +201,7 @@ def test_labels_are_read_leniently_but_checked(tmp_path):
     ("path,singer\na.wav\n", "line 2: 1 fields"),
     ("path,singer\n,ann\n", "line 2: empty path"),
     ("path,singer\na.wav,ann\nb.wav, \n", "line 3: empty singer"),
-    ("path,singer,gender\na.wav,ann,f\n", "gender 'f' is not one of: female, male"),
+    ("path,singer,gender\na.wav,ann,alto\n", "gender 'alto' is not one of: female, male"),
     ("path,singer\na.wav,ann\n./a.wav,bob\n", "a.wav is listed twice (first on line 2)"),
     ("path,singer\n../a.wav,ann\n", "is not a path inside the library"),
     ("path,singer\n/elsewhere/a.wav,ann\n", "is outside the library"),
@@ -364,7 +364,7 @@ def test_bad_settings_are_refused(tiny_library, tmp_path):
 def test_other_weights_are_evaluated_with_model(tiny_library, evaluated, tmp_path):
     """--model DIR: that folder's timbre.pt makes the timbre (and combined) rows, from the cached log-mels."""
     first, data_dir, _ = evaluated
-    save_weights(tmp_path / "timbre.pt", TimbreEncoder(TimbreConfig(channels=(8, 8, 8), stem_channels=8)).eval())
+    save_weights(TimbreEncoder(TimbreConfig(channels=(8, 8, 8), stem_channels=8)).eval(), tmp_path / "timbre.pt")
     result = evaluate_library(tiny_library, tiny_library / "labels.csv", data_dir=data_dir, jobs=1, model_dir=tmp_path)
     timbre = result["embeddings"]["timbre"]
     assert timbre["model_version"] == weights_version(tmp_path / "timbre.pt") != first["embeddings"]["timbre"]["model_version"]

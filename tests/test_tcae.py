@@ -134,7 +134,7 @@ def test_sequence_match_finds_the_song_in_another_key(spectrograms):
 def test_weights_round_trip_and_version(tmp_path):
     torch.manual_seed(1)
     tcae = TCAE(SMALL)
-    save_weights(tmp_path / "tcae.pt", tcae)
+    save_weights(tcae, tmp_path / "tcae.pt")
     loaded = load_weights(tmp_path / "tcae.pt")
     assert loaded.config == SMALL and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(tcae.state_dict().values(), loaded.state_dict().values()))

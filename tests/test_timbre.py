@@ -147,7 +147,7 @@ def test_excerpt_embedding_looks_only_at_valid_frames():
 
 def test_weights_round_trip_and_version(tmp_path):
     encoder = TimbreEncoder(TimbreConfig(channels=(8, 8, 8), stem_channels=8, embedding_dim=16)).eval()
-    save_weights(tmp_path / "w.pt", encoder)
+    save_weights(encoder, tmp_path / "w.pt")
     loaded = load_weights(tmp_path / "w.pt")
     x = torch.randn(2, N_MELS, 64)
     with torch.inference_mode():

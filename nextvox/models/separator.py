@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from nextvox.models.weights_file import file_digest
+from nextvox.files import atomic_path
 
 __all__ = [
     "SeparatorConfig",
@@ -118,11 +119,10 @@ def separate_batch(model: MaskNet, audio: torch.Tensor, *, bf16: bool = False) -
 
 
 def save_weights(model: MaskNet, path: Path) -> Path:
-    """Write the config and float32 weights (what a release ships: ~1 MB)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, path)
-    return path
+    """Write the config and float32 weights (what a release ships: ~1 MB), atomically."""
+    with atomic_path(path) as part:
+        torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, part)
+    return Path(path)
 
 
 def load_weights(path: Path) -> MaskNet:
@@ -147,10 +147,12 @@ if __name__ == "__main__":  # parameter count, receptive field and speed of the 
     net = MaskNet(SeparatorConfig()).eval()
     print(f"parameters: {sum(p.numel() for p in net.parameters()):,}; "
           f"receptive field: {net.config.receptive_field_frames} frames")
-    audio = torch.randn(1, 120 * 16000)
+    from nextvox.constants import EXCERPT_S, EXCERPT_SAMPLES, SAMPLE_RATE_HZ
+
+    audio = torch.randn(1, EXCERPT_SAMPLES)
     for bf16 in (False, True):
         with torch.inference_mode():
-            separate_batch(net, audio[:, :16000], bf16=bf16)
+            separate_batch(net, audio[:, :SAMPLE_RATE_HZ], bf16=bf16)
             t0 = time.perf_counter()
             separate_batch(net, audio, bf16=bf16)
-        print(f"bf16={bf16}: {120 / (time.perf_counter() - t0):.0f}x real time on one core")
+        print(f"bf16={bf16}: {EXCERPT_S / (time.perf_counter() - t0):.0f}x real time on one core")

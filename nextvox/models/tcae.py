@@ -49,12 +49,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextvox.augmentations import PitchShift
-from nextvox.constants import FRAME_RATE_HZ, N_MELS
+from nextvox.constants import FRAME_RATE_HZ, LOG_MEL_SCALE, N_MELS
 from nextvox.errors import NextvoxError
 # The match of two melody sequences needs no torch: it lives in nextvox.melody_match (a
 # stored-vector query then never imports torch); its names are kept here for the model's users.
 from nextvox.melody_match import KEY_SHIFTS, local_alignment, sequence_keys, sequence_similarity  # noqa: F401
 from nextvox.models.weights_file import cached_loader, file_digest
+from nextvox.files import atomic_path
+from nextvox.models.projection import ProjectionHead
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -63,7 +65,7 @@ __all__ = [
     "ResidualLayer",
     "WaveNetStack",
     "TCAE",
-    "ProjectionHead",
+    "projection_head",
     "save_weights",
     "load_weights",
     "cached_tcae",
@@ -84,7 +86,6 @@ __all__ = [
 #: The weights that ship in the package (docs/models.md: how they were trained, on what).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "tcae.pt"
 LOG_MEL_OFFSET = -7.0  # rough middle of natural-log mel power between the floor (-13.8) and a loud band (~0)
-LOG_MEL_SCALE = 4.0  # rough spread of log-mel values: brings the input to about unit scale
 SEQUENCE_HOP_FRAMES = 16  # 256 ms per melody-sequence step: about a sung note (8 and 16 matched equally well, 32 worse)
 AUTOCORRELATION_LAGS = 32  # 8.2 s of lags: two to four bars at 60 - 120 bpm (16 lags found fewer tunes, docs/models.md)
 SEQUENCE_MAX_STEPS = 120  # a sequence keeps the 31 s where the voice is loudest: a verse or more, and a match of two takes 8 ms
@@ -171,7 +172,7 @@ class TCAE(nn.Module):
     Examples
     --------
     >>> tcae = TCAE(TCAEConfig()).eval()
-    >>> tcae.receptive_field, round(tcae.receptive_field / 62.5, 2)
+    >>> tcae.receptive_field, round(tcae.receptive_field / FRAME_RATE_HZ, 2)
     (255, 4.08)
     >>> tcae.encode(torch.zeros(2, 48, 300)).shape
     torch.Size([2, 16, 300])
@@ -239,29 +240,19 @@ def causal_running_mean(x: torch.Tensor, *, window_frames: int) -> torch.Tensor:
     return (window_sum / count).to(x.dtype)
 
 
-class ProjectionHead(nn.Module):
-    """SimCLR's projection g(h) on the melody vector (Chen et al. 2020, section 2.1); training only."""
-
-    def __init__(self, config: TCAEConfig):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(config.pooled_dim, 2 * config.pooled_dim), nn.ReLU(inplace=True), nn.Linear(2 * config.pooled_dim, config.projection_dim)
-        )
-
-    def forward(self, melody: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(melody.float()), dim=1)  # (B, projection_dim), unit length as NT-Xent wants
+def projection_head(config: TCAEConfig) -> ProjectionHead:
+    """The training-only projection g(h) of the melody vector: (B, pooled_dim) -> (B, projection_dim)."""
+    return ProjectionHead(config.pooled_dim, 2 * config.pooled_dim, config.projection_dim)
 
 
 # ---- weights -----------------------------------------------------------------------------------
 
-def save_weights(path: Path, tcae: TCAE) -> None:
+def save_weights(tcae: TCAE, path: Path) -> Path:
     """Write the TCAE's config and weights (float32), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
     state = {name: tensor.detach().float().clone() for name, tensor in tcae.state_dict().items()}
-    torch.save({"kind": "tcae", "config": asdict(tcae.config), "state_dict": state}, part)
-    part.replace(path)
+    with atomic_path(path) as part:
+        torch.save({"kind": "tcae", "config": asdict(tcae.config), "state_dict": state}, part)
+    return Path(path)
 
 
 def load_weights(path: Path) -> TCAE:

@@ -36,15 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nextvox.constants import N_MELS
+from nextvox.constants import LOG_MEL_SCALE, N_MELS
 from nextvox.errors import NextvoxError
 from nextvox.models.weights_file import cached_loader, file_digest
+from nextvox.files import atomic_path
+from nextvox.models.projection import ProjectionHead
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "TimbreConfig",
     "TimbreEncoder",
-    "ProjectionHead",
+    "projection_head",
     "MIN_FRAMES",
     "save_weights",
     "load_weights",
@@ -58,7 +60,6 @@ __all__ = [
 #: The weights that ship in the package (docs/models.md: how they were trained, on what).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "timbre.pt"
 MIN_FRAMES = 16  # shortest input: the three stride-2 stages and the stem leave one frame
-LOG_MEL_SCALE = 4.0  # rough spread of centred log-mel values (natural log); brings inputs to ~unit scale
 
 
 @dataclass
@@ -152,30 +153,18 @@ class TimbreEncoder(nn.Module):
         return F.normalize(self.embed(self.features(log_mel)).float(), dim=1)
 
 
-class ProjectionHead(nn.Module):
-    """SimCLR's projection g(h) (Chen et al. 2020, section 2.1): the loss is taken on g(h), not h."""
-
-    def __init__(self, config: TimbreConfig):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(config.embedding_dim, config.embedding_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(config.embedding_dim, config.projection_dim),
-        )
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(embedding).float(), dim=1)  # (B, projection_dim)
+def projection_head(config: TimbreConfig) -> ProjectionHead:
+    """The training-only projection g(h) of the timbre vector: (B, embedding_dim) -> (B, projection_dim)."""
+    return ProjectionHead(config.embedding_dim, config.embedding_dim, config.projection_dim)
 
 
 # ---- weights on disk ----------------------------------------------------------------------------
 
-def save_weights(path: Path, encoder: TimbreEncoder) -> None:
-    """Write the encoder alone (config and float32 state), the form that ships and that ``analyze`` loads."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    torch.save({"config": asdict(encoder.config), "state": encoder.state_dict()}, part)
-    part.replace(path)
+def save_weights(encoder: TimbreEncoder, path: Path) -> Path:
+    """Write the encoder alone (config and float32 state), atomically: the form that ships and that ``analyze`` loads."""
+    with atomic_path(path) as part:
+        torch.save({"config": asdict(encoder.config), "state": encoder.state_dict()}, part)
+    return Path(path)
 
 
 def load_weights(path: Path) -> TimbreEncoder:

@@ -48,6 +48,7 @@ from nextvox.synth.production import (
     harmony_pitches, lead_events, pad_events, produce_mix, production_labels,
 )  # fmt: skip
 from nextvox.synth.voices import METHOD_MBROLA, Singer, Voice, check_dependencies, select_singers
+from nextvox.files import atomic_path
 
 __all__ = ["SongPlan", "EVAL_MELODY_MODULUS", "melody_split", "LABEL_COLUMNS", "FORMATS", "plan_library", "song_notes", "render_library"]
 
@@ -522,12 +523,10 @@ def label_row(plan: SongPlan) -> dict[str, str]:
 
 
 def _write_labels(*, plans: list[SongPlan], path: Path) -> None:
-    part = path.with_name(path.name + ".part")
-    with part.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as part, part.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=LABEL_COLUMNS)
         writer.writeheader()
         writer.writerows(label_row(p) for p in plans)
-    part.replace(path)
 
 
 def _check_settings(*, cache_dir: Path, settings: dict) -> None:

@@ -31,6 +31,7 @@ from nextvox.errors import NextvoxError
 from nextvox.synth.singing import midi_to_hz, note_cents
 from nextvox.synth.syllables import FFT_SIZE, FRAME_PERIOD_MS, FRAME_RATE_HZ, SYLLABLES, pyworld, syllable_text
 from nextvox.synth.voices import MBROLA_VOICE_ROOT, METHOD_MBROLA, Singer, Voice
+from nextvox.files import write_text_atomic
 
 __all__ = ["PERMITTED_VOICES", "EVAL_VOICES", "installed_mbrola_singers", "build_phonemes", "render_vocal_mbrola"]
 
@@ -116,11 +117,7 @@ def build_phonemes(*, voice: Voice, cache_dir: Path) -> Path:
         if done.returncode != 0 or not parsed:
             raise NextvoxError(f"espeak-ng gave no phonemes for {voice.voice_id}: {done.stderr.strip()[:200]}")
         phonemes[syllable] = parsed
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    part = path.with_suffix(".part")
-    part.write_text(json.dumps(phonemes), encoding="utf-8")
-    part.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(phonemes))
 
 
 def _score_pho(*, onset_s: np.ndarray, duration_s: np.ndarray, pitch_midi: np.ndarray, syllable_index: np.ndarray,

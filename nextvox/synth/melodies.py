@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nextvox.errors import NextvoxError
+from nextvox.files import write_text_atomic
 
 __all__ = ["Melody", "load_melodies", "transpose_into_range", "melody_seconds", "MELODY_CACHE_VERSION"]
 
@@ -271,10 +272,5 @@ def load_melodies(*, count: int, cache_dir: Path) -> list[Melody]:
                 for m in cached["melodies"][:count]
             ]
     melodies = _scan(count)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    part = path.with_suffix(".json.part")
-    part.write_text(
-        json.dumps({"version": MELODY_CACHE_VERSION, "melodies": [asdict(m) for m in melodies]}), encoding="utf-8"
-    )
-    part.replace(path)
+    write_text_atomic(path, json.dumps({"version": MELODY_CACHE_VERSION, "melodies": [asdict(m) for m in melodies]}))
     return melodies

@@ -22,6 +22,7 @@ import soxr
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
 from nextvox.synth.voices import Voice
+from nextvox.files import atomic_path
 
 with warnings.catch_warnings():
     # pyworld imports the deprecated pkg_resources only to read its own version.
@@ -177,17 +178,16 @@ def build_bank(*, voice: Voice, cache_dir: Path) -> Path:
             if rate != SAMPLE_RATE_HZ:
                 wave = soxr.resample(wave, rate, SAMPLE_RATE_HZ)
             parts.append(analyse_syllable(wave=wave, sample_rate_hz=SAMPLE_RATE_HZ))
-        lengths = [len(p[2]) for p in parts]
-        part_path = Path(tmp) / "bank.npz"
+    lengths = [len(p[2]) for p in parts]
+    with atomic_path(path) as part:
         np.savez(
-            part_path,
+            part,
             sp=np.concatenate([p[0] for p in parts]),
             ap=np.concatenate([p[1] for p in parts]),
             voiced=np.concatenate([p[2] for p in parts]),
             starts=np.concatenate([[0], np.cumsum(lengths)]),
             core=np.array([[p[3], p[4]] for p in parts]),
         )
-        part_path.replace(path)
     return path
 
 
