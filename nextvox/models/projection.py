@@ -16,7 +16,7 @@ __all__ = ["ProjectionHead"]
 class ProjectionHead(nn.Module):
     """Linear, ReLU, linear, then unit length: (B, in_features) -> (B, out_features) float32.
 
-    >>> ProjectionHead(8, 16, 4)(torch.ones(2, 8)).norm(dim=1).tolist()
+    >>> [round(n, 5) for n in ProjectionHead(8, 16, 4)(torch.ones(2, 8)).norm(dim=1).tolist()]
     [1.0, 1.0]
     """
 
