@@ -237,10 +237,16 @@ async def _find_sonic_path(proxy: VoiceProxy, credentials, params) -> dict:
 
 
 async def _seed_paths(proxy: VoiceProxy, credentials, item_id: str) -> list[str] | None:
-    """Library paths that ``item_id`` names: a song, or the songs of an artist or an album; None when it names none of those."""
+    """Library paths that ``item_id`` names: a song, or the songs of an artist or an album.
+
+    None when it names none of those, or nothing nextvox has analysed (the server answers then).
+    """
     song = await proxy.ask_server(credentials, "getSong", [("id", item_id)])
     if song.get("status") == "ok":
-        return [await asyncio.to_thread(proxy.library_path, item_id)]
+        try:
+            return [await asyncio.to_thread(proxy.library_path, item_id)]
+        except _Failure:
+            return None  # a song nextvox has not analysed: the server's own similar songs
     album_ids = []
     artist = await proxy.ask_server(credentials, "getArtist", [("id", item_id)])
     if artist.get("status") == "ok":
