@@ -132,7 +132,7 @@ def test_recommend_errors(analysed: tuple[Path, Path, dict], tmp_path: Path) -> 
 
 def test_help_of_every_command_names_data_dir() -> None:
     for command in ("demo", "analyze", "status", "recommend", "evaluate", "radio", "serve", "plot",
-                    "train timbre", "train separator", "train gender"):
+                    "train timbre", "train separator", "train gender", "path", "mpd", "subsonic map", "subsonic serve"):
         result = run(*command.split(), "--help")
         assert result.returncode == 0 and "--data-dir" in result.stdout, command
 

@@ -224,7 +224,7 @@ def test_the_extension_answers_per_spec_in_json(world) -> None:
     assert by_artist and not {s["id"] for s in by_artist} & {ids[f"bob/song{i}.wav"] for i in range(4)}
 
     missing = ask(proxy, "getSonicSimilarTracks")
-    assert missing["status"] == "failed" and missing["error"]["code"] == 10
+    assert missing["status"] == "failed" and missing["error"]["code"] == 10 and missing["version"] == "1.12.0"  # the server's
     # A song nextvox has not analysed: not found for the extension, the server's own answer for song radio.
     unknown = ids["stranger.wav"]
     answer = ask(proxy, "getSonicSimilarTracks", id=unknown)

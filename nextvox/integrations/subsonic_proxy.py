@@ -129,6 +129,7 @@ class VoiceProxy:
             stale = refresh and time.monotonic() - self._mapped_at >= MAP_REFRESH_S
             if self._map is None or stale:
                 with SubsonicClient(self.config) as client:
+                    self.server_version = str(client.call("ping").get("version") or self.server_version)
                     songs = server_songs(client)
                 recommender = self.service.recommender()
                 self._map = map_songs(songs, recommender.tracks_by_path.values())
