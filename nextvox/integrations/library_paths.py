@@ -17,6 +17,8 @@ def matching_library_path(player_path: str, library_paths: Collection[str]) -> s
     >>> paths = {"ann/a.flac", "bob/b.mp3"}
     >>> matching_library_path("ann/a.flac", paths), matching_library_path("Music/bob/b.mp3", paths)
     ('ann/a.flac', 'bob/b.mp3')
+    >>> matching_library_path("/srv/music/bob/b.mp3", paths)  # an absolute path, as Navidrome's "real path"
+    'bob/b.mp3'
     >>> matching_library_path("a.flac", paths), matching_library_path("nn/a.flac", paths)
     ('ann/a.flac', None)
     """
