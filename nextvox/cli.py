@@ -276,6 +276,29 @@ def _filter_options(command):
     return command
 
 
+def _playlist_options(command):
+    """Where an exported playlist points: ``--relative`` or ``--path-prefix`` (``radio``, ``path``)."""
+    for option in reversed([
+        click.option("--relative", is_flag=True,
+                     help="Write paths relative to the playlist's folder, so the playlist travels with the music."),
+        click.option("--path-prefix", metavar="PREFIX",
+                     help="Write each library path after PREFIX: where another player sees the library "
+                     "(/mnt/music, http://nas/music)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _write_playlist(songs, out: Path, *, root: Path, title: str, relative: bool, path_prefix: str | None) -> None:
+    from nextvox.playlists import playlist_entries, write_playlist
+
+    if relative and path_prefix:
+        raise click.UsageError("--relative and --path-prefix exclude each other")
+    entries = playlist_entries(songs, library=root, relative_to=out.expanduser().absolute().parent if relative else None,
+                               prefix=path_prefix)
+    write_playlist(entries, out, title=title)
+
+
 def _read_heard(heard: Path | None, root: Path) -> frozenset[str]:
     """Library-relative paths listed in a heard-tracks file."""
     if heard is None:
@@ -387,21 +410,22 @@ def _print_tracks(results) -> None:
 @click.option("--to-server", "to_server", metavar="NAME",
               help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
               "settings: docs/players.md).")
+@_playlist_options
 @_filter_options
 @json_flag
 @data_dir_option
 @click.pass_context
 def radio(
     ctx: click.Context, library: Path, seed: tuple[Path, ...], n: int, out: Path | None, follow: float,
-    to_server: str | None, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
-    data_dir: Path | None,
+    to_server: str | None, relative: bool, path_prefix: str | None, exclude_artist: bool, heard: Path | None,
+    genre: tuple[str, ...], gender: str | None, as_json: bool, data_dir: Path | None,
 ) -> None:
     """A radio that follows a voice: an ordered playlist, never the same artist twice in a row.
 
     SEED is a track of the library (its path, or words of its artist and title), or any audio file.
     """
     from nextvox.catalogue import Catalogue, resolve_library
-    from nextvox.playlists import PLAYLIST_FORMATS, playlist_entries, radio as make_radio, write_playlist
+    from nextvox.playlists import PLAYLIST_FORMATS, radio as make_radio
     from nextvox.recommend import Recommender, resolve_query
 
     if out is not None and out.suffix.lower().lstrip(".") not in PLAYLIST_FORMATS:
@@ -413,7 +437,7 @@ def radio(
                            filters=_filters(root, exclude_artist, heard, genre, gender))
     title = f"nextvox radio: {', '.join(s.label for s in seeds)}"
     if out is not None:
-        write_playlist(playlist_entries(songs, library=root), out, title=title)
+        _write_playlist(songs, out, root=root, title=title, relative=relative, path_prefix=path_prefix)
     pushed = _push_to_server(to_server, [r.path for r in songs], root=root, data_dir=_data_dir(ctx, library, data_dir))
     if as_json:
         print(json.dumps({"seed": [s.label for s in seeds], "out": str(out) if out else None,
@@ -441,19 +465,20 @@ def radio(
 @click.option("--to-server", "to_server", metavar="NAME",
               help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
               "settings: docs/players.md).")
+@_playlist_options
 @_filter_options
 @json_flag
 @data_dir_option
 @click.pass_context
 def path(
     ctx: click.Context, library: Path, start: Path, end: Path, n: int, out: Path | None, follow: float,
-    to_server: str | None, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, as_json: bool,
-    data_dir: Path | None,
+    to_server: str | None, relative: bool, path_prefix: str | None, exclude_artist: bool, heard: Path | None,
+    genre: tuple[str, ...], gender: str | None, as_json: bool, data_dir: Path | None,
 ) -> None:
     """A voice path: a playlist from FROM to TO, each voice close to the one before (library tracks)."""
     from nextvox.analysis import AnalysisSettings
     from nextvox.catalogue import Catalogue, resolve_library
-    from nextvox.playlists import PLAYLIST_FORMATS, playlist_entries, write_playlist
+    from nextvox.playlists import PLAYLIST_FORMATS
     from nextvox.recommend import Recommender, resolve_query
     from nextvox.voicepath import voice_path
 
@@ -466,7 +491,7 @@ def path(
                            filters=_filters(root, exclude_artist, heard, genre, gender))
     title = f"nextvox path: {ends[0].label} to {ends[1].label}"
     if out is not None:
-        write_playlist(playlist_entries(songs, library=root), out, title=title)
+        _write_playlist(songs, out, root=root, title=title, relative=relative, path_prefix=path_prefix)
     pushed = _push_to_server(to_server, [r.path for r in songs], root=root, data_dir=_data_dir(ctx, library, data_dir))
     if as_json:
         print(json.dumps({"from": ends[0].label, "to": ends[1].label, "out": str(out) if out else None,

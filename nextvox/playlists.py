@@ -26,6 +26,7 @@ __all__ = [
     "PlaylistEntry",
     "radio",
     "playlist_entries",
+    "track_location",
     "to_m3u8",
     "to_xspf",
     "render_playlist",
@@ -102,14 +103,37 @@ class PlaylistEntry:
     duration_s: float | None
 
 
-def playlist_entries(recommendations: list[Recommendation], *, library: Path, base_url: str | None = None) -> list[PlaylistEntry]:
-    """Entries for ``recommendations``: absolute file paths, or URLs under ``base_url`` (the server's audio endpoint)."""
-    def location(path: str) -> str:
-        if base_url is not None:
-            return f"{base_url.rstrip('/')}/{quote(path)}"
-        return str(Path(library) / path)
+def track_location(path: str, *, library: Path, base_url: str | None = None, relative_to: Path | None = None,
+                   prefix: str | None = None) -> str:
+    """Where a playlist points for the library track ``path`` (relative to the library, '/' separators).
 
-    return [PlaylistEntry(location(r.path), r.title, r.artist, r.album, r.duration_s) for r in recommendations]
+    By default its absolute file path. ``base_url``: a URL under it (a server's audio
+    endpoint). ``relative_to``: the path from that folder (the playlist's own), so that the
+    playlist and the music can move together. ``prefix``: ``path`` after a folder or URL,
+    for a player that sees the library elsewhere (``/mnt/music``, ``http://nas/music``).
+
+    >>> track_location("a b/c.mp3", library=Path("/m"), relative_to=Path("/m/lists"))
+    '../a b/c.mp3'
+    >>> track_location("a b/c.mp3", library=Path("/m"), prefix="http://nas/music/")
+    'http://nas/music/a%20b/c.mp3'
+    >>> track_location("a b/c.mp3", library=Path("/m"), prefix="/mnt/music")
+    '/mnt/music/a b/c.mp3'
+    """
+    if base_url is not None:
+        return f"{base_url.rstrip('/')}/{quote(path)}"
+    if prefix is not None:
+        return f"{prefix.rstrip('/')}/{quote(path) if '://' in prefix else path}"
+    absolute = Path(library) / path
+    if relative_to is not None:
+        return Path(os.path.relpath(absolute, Path(relative_to).resolve())).as_posix()
+    return str(absolute)
+
+
+def playlist_entries(recommendations: list[Recommendation], *, library: Path, base_url: str | None = None,
+                     relative_to: Path | None = None, prefix: str | None = None) -> list[PlaylistEntry]:
+    """Entries for ``recommendations``, located as :func:`track_location` says."""
+    return [PlaylistEntry(track_location(r.path, library=library, base_url=base_url, relative_to=relative_to, prefix=prefix),
+                          r.title, r.artist, r.album, r.duration_s) for r in recommendations]
 
 
 def to_m3u8(entries: list[PlaylistEntry], *, title: str) -> str:
@@ -130,7 +154,8 @@ def to_m3u8(entries: list[PlaylistEntry], *, title: str) -> str:
 
 
 def to_xspf(entries: list[PlaylistEntry], *, title: str) -> str:
-    """XSPF (XML Shareable Playlist Format, version 1): file locations as ``file://`` URIs, durations in ms."""
+    """XSPF (XML Shareable Playlist Format, version 1): absolute files as ``file://`` URIs, relative paths as
+    relative URIs (resolved against the playlist's own location), durations in ms."""
     namespace = "http://xspf.org/ns/0/"
     ElementTree.register_namespace("", namespace)
     playlist = ElementTree.Element(f"{{{namespace}}}playlist", version="1")
@@ -138,7 +163,12 @@ def to_xspf(entries: list[PlaylistEntry], *, title: str) -> str:
     track_list = ElementTree.SubElement(playlist, f"{{{namespace}}}trackList")
     for entry in entries:
         track = ElementTree.SubElement(track_list, f"{{{namespace}}}track")
-        location = entry.location if "://" in entry.location else Path(entry.location).as_uri()
+        if "://" in entry.location:
+            location = entry.location
+        elif Path(entry.location).is_absolute():
+            location = Path(entry.location).as_uri()
+        else:
+            location = quote(entry.location)
         ElementTree.SubElement(track, f"{{{namespace}}}location").text = location
         for tag, value in (("title", entry.title), ("creator", entry.artist), ("album", entry.album)):
             if value:

@@ -50,6 +50,7 @@ __all__ = [
     "Recommender",
     "resolve_query",
     "track_by_words",
+    "search_text",
     "track_label",
     "query_from_file",
     "recommend",
@@ -142,6 +143,10 @@ class Recommendation:
     tags: tuple[str, ...] = ()
     gender: str | None = None
     duration_s: float | None = None
+    # For people, 0-100 with one meaning each: the share of the library's voices less alike
+    # than this one, and how well the tunes line up note by note (None where not matched).
+    voice_percent: float | None = None
+    melody_percent: float | None = None
 
 
 def query_from_file(path: Path, *, label: str, settings: AnalysisSettings | None = None, weight: float = 1.0) -> Query:
@@ -197,8 +202,13 @@ def track_label(track: Track) -> str:
     return f"{track.artist} — {track.title}" if track.artist and track.title else track.path
 
 
+def search_text(track: Track) -> str:
+    """What a search by words looks in: path, artist, title, album and genre, case-folded."""
+    return " ".join(x for x in (track.path, track.artist, track.title, track.album, track.genre) if x).casefold()
+
+
 def track_by_words(catalogue: Catalogue, words: str, *, suggestions: int = 3) -> Track:
-    """The one track whose artist, title and path hold every word of ``words`` (case-insensitive).
+    """The one track whose tags and path (:func:`search_text`) hold every word of ``words``.
 
     Raises a NextvoxError naming the tracks when several match, and the closest titles
     ("did you mean ...?") when none does.
@@ -207,7 +217,7 @@ def track_by_words(catalogue: Catalogue, words: str, *, suggestions: int = 3) ->
 
     wanted = words.casefold().split()
     tracks = catalogue.tracks()
-    texts = [" ".join(x for x in (t.artist, t.title, t.path) if x).casefold() for t in tracks]
+    texts = [search_text(t) for t in tracks]
     found = [t for t, text in zip(tracks, texts) if wanted and all(w in text for w in wanted)]
     if len(found) == 1:
         return found[0]
@@ -382,7 +392,8 @@ class Recommender:
                                   dtype=np.float32)  # fmt: skip
         results = []
         for c in chosen:
-            tags = [_voice_tag(float((sample_timbre < c.timbre).mean()))]
+            voice_share = float((sample_timbre < c.timbre).mean())
+            tags = [_voice_tag(voice_share)]
             reason = f"voice closer than {(sample_timbre < c.timbre).mean() * 100:.0f}% of the library (timbre {c.timbre:.2f})"
             if c.melody is not None and w_melody > 0 and match_sequences:
                 # Sequence matches are not on the vectors' scale: compare with the candidates matched.
@@ -404,6 +415,8 @@ class Recommender:
                 path=c.track.path, score=c.score, timbre_similarity=c.timbre, melody_similarity=c.melody,
                 artist=c.track.artist, title=c.track.title, album=c.track.album, genre=c.track.genre,
                 reason=reason, tags=tuple(tags), gender=gender, duration_s=c.track.duration_s,
+                voice_percent=round(100 * voice_share, 1),
+                melody_percent=round(100 * min(max(c.melody, 0.0), 1.0), 1) if match_sequences and c.melody is not None else None,
             ))
         return results
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up nextvox on a fresh Debian 12 machine, as root: the Debian packages it needs and a
 # virtual environment in .venv/ at the repository root with the project installed in it.
-# `--test` adds what the test suite needs (Debian's chromium for the web page's tests).
+# `--test` adds what the test suite needs (Debian's chromium and axe-core from npm for the web page's tests).
 # Safe to run again: what is already there is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ DEBIAN_PACKAGES=(
   festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-ca-ona-hts festvox-ru
   flite espeak-ng fluidsynth fluid-soundfont-gm ffmpeg sox libsndfile1 gcc
 )
-$for_tests && DEBIAN_PACKAGES+=(chromium mpd)  # mpd: the MPD integration is tested against the real daemon
+$for_tests && DEBIAN_PACKAGES+=(chromium mpd nodejs npm)  # mpd: the MPD integration is tested against the real daemon; npm: axe-core
 PYTHON=${PYTHON:-python3}
 # A bare Debian python3 lacks venv and the headers that webrtcvad (resemblyzer) compiles against.
 if ! "$PYTHON" -c "import ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')" 2>/dev/null; then
@@ -43,5 +43,9 @@ $for_tests && extras="[test]"
 if .venv/bin/python -m pip list 2>/dev/null | grep -qiE '^(torchaudio|nvidia-)'; then
   echo "setup: a CUDA or torchaudio package was installed; remove it (see scripts/constraints.txt)" >&2
   exit 1
+fi
+# The web page's accessibility test runs axe-core (npm) in Chromium; it looks in build/npm.
+if $for_tests && [ ! -f build/npm/node_modules/axe-core/axe.min.js ]; then
+  npm install --no-audit --no-fund --prefix build/npm axe-core@4.14.1
 fi
 echo "nextvox is set up: .venv/bin/nextvox"

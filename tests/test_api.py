@@ -198,3 +198,52 @@ def test_serves_an_unanalysed_library_with_a_clear_message(tmp_path: Path) -> No
         body = assert_error(client.get("/api/similar", params={"path": "low/song0.wav"}), 404)
         assert "nothing in this library is analysed yet" in body["error"]
         assert client.get("/").status_code == 200
+
+
+def test_results_carry_voice_and_melody_percent_with_one_meaning_each(served) -> None:
+    client, _, _ = served
+    plain = client.get("/api/similar", params={"path": "low/song0.wav", "k": 5}).json()["results"]
+    assert all(0 <= r["voice_percent"] <= 100 and r["melody_percent"] is None for r in plain)
+    assert [r["voice_percent"] for r in plain] == sorted((r["voice_percent"] for r in plain), reverse=True)
+    assert all(f"closer than {r['voice_percent']:.0f}% of the library" in r["reason"] for r in plain)
+    with_melody = client.get("/api/similar", params={"path": "low/song0.wav", "k": 5, "w_melody": 0.5}).json()["results"]
+    # The melody % is the note-by-note match itself (the same number the reason gives), never a vector cosine.
+    assert all(r["melody_percent"] == pytest.approx(100 * max(r["melody_similarity"], 0.0), abs=0.06) for r in with_melody)
+    assert all(0 <= r["melody_percent"] <= 100 for r in with_melody)
+
+
+def test_playlists_travel_relative_or_under_a_prefix(served) -> None:
+    client, library, _ = served
+    paths = ["low/song0.wav", "mid/song1.mp3"]
+    relative = client.post("/api/playlists/export", json={"paths": paths, "format": "m3u8", "locations": "relative"}).text
+    assert [line for line in relative.splitlines() if not line.startswith("#")] == paths
+    prefixed = client.post("/api/playlists/export", json={"paths": paths, "format": "xspf", "locations": "prefix",
+                                                          "prefix": "http://nas/my music/"}).text
+    assert "<location>http://nas/my music/low/song0.wav</location>" in prefixed
+    folder = client.post("/api/playlists/export", json={"paths": paths, "locations": "prefix", "prefix": "/mnt/music"}).text
+    assert "/mnt/music/mid/song1.mp3" in folder.splitlines()
+    assert_error(client.post("/api/playlists/export", json={"paths": paths, "locations": "prefix"}), 400)
+
+
+def test_track_search_pages_a_large_library_on_the_server() -> None:
+    from nextvox.api.service import TrackSearch
+    from nextvox.catalogue import Track
+
+    fields = {name: None for name in Track.__dataclass_fields__}
+    tracks = [Track(**{**fields, "path": f"a{i // 1000:03d}/{i:06d}.mp3", "artist": f"singer {i % 97}", "title": f"song {i}",
+                       "status": "analyzed" if i % 10 else "failed"}) for i in range(100_000)]
+    search = TrackSearch(tracks)
+    total, page = search.find("singer 5", status="analyzed", offset=20, limit=10)
+    # Every word somewhere in path, artist, title, album or genre.
+    expected = sorted(t.path for t in tracks if t.status == "analyzed" and "singer" in t.artist and "5" in f"{t.path} {t.artist} {t.title}")
+    assert total == len(expected) and [t.path for t in page] == expected[20:30]
+    total, page = search.find("", offset=99_990, limit=50)
+    assert total == 100_000 and len(page) == 10
+
+
+def test_docs_are_served_without_a_cdn(served) -> None:
+    client, _, _ = served
+    html = client.get("/docs").text
+    assert "cdn" not in html.lower() and "/docs-assets/swagger-ui-bundle.js" in html
+    script = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and "SwaggerUIBundle" in script.text[:100_000] + script.text[-100_000:]

@@ -251,3 +251,20 @@ def test_plot_says_what_it_is_doing(analysed: tuple[Path, Path, dict], tmp_path:
     result = run("plot", str(library), "--by", "genre", "--method", "pca", "--out", str(tmp_path / "map.png"), "--data-dir", str(data))
     assert result.returncode == 0, result.stderr
     assert "plot: projecting 9 timbre vectors to 2-D with PCA" in result.stderr and "plot: drawing 9 points" in result.stderr
+
+
+def test_radio_playlists_travel(analysed: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    library, data, _ = analysed
+    out = tmp_path / "lists" / "radio.m3u8"
+    out.parent.mkdir()
+    result = run("radio", str(library), "low/song0.wav", "-n", "3", "--out", str(out), "--relative", "--data-dir", str(data))
+    assert result.returncode == 0, result.stderr
+    locations = [line for line in out.read_text().splitlines() if not line.startswith("#")]
+    assert len(locations) == 3 and all(not Path(p).is_absolute() and (out.parent / p).resolve().is_file() for p in locations)
+    xspf = tmp_path / "radio.xspf"
+    result = run("radio", str(library), "low/song0.wav", "-n", "3", "--out", str(xspf), "--path-prefix", "http://nas/music",
+                 "--data-dir", str(data))
+    assert result.returncode == 0, result.stderr
+    assert xspf.read_text().count("<location>http://nas/music/") == 3
+    both = run("radio", str(library), "low/song0.wav", "--out", str(xspf), "--relative", "--path-prefix", "/x", "--data-dir", str(data))
+    assert_one_line_error(both, 2)

@@ -2,7 +2,8 @@
 
 Run it with ``nextvox serve LIBRARY`` (uvicorn, 127.0.0.1:8000 by default), or in Python:
 ``uvicorn.run(create_app(library, data_dir))``. The OpenAPI schema is at ``/openapi.json``,
-its browsable form at ``/docs``.
+its browsable form at ``/docs`` (Swagger UI 5 served from the files the fastapi-offline
+package ships: it works offline, where FastAPI's default page loads it from a CDN).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from nextvox import __version__
@@ -21,6 +25,9 @@ from nextvox.api.routers import audio, embedding_map, health, radio, recommend, 
 from nextvox.api.service import DEFAULT_MAX_UPLOAD_BYTES, LibraryService
 
 __all__ = ["create_app"]
+
+SWAGGER_ASSETS = "/docs-assets"  # Swagger UI's script and styles, from the installed fastapi-offline
+SWAGGER_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 
 
 def create_app(
@@ -38,7 +45,7 @@ def create_app(
         yield
         service.close()
 
-    app = FastAPI(title="nextvox", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="nextvox", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recommend songs by the singer's voice: tracks, voice-alike recommendations, radio, map.")
     app.state.service = service
     install_error_handlers(app)
@@ -46,4 +53,13 @@ def create_app(
         app.include_router(concern.router, prefix="/api")
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
+    app.mount(SWAGGER_ASSETS, StaticFiles(directory=SWAGGER_DIR), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title="nextvox API", swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon.png",
+            swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+        )
+
     return app

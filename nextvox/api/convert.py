@@ -31,6 +31,7 @@ def recommendation_out(r: Recommendation) -> RecommendationOut:
         path=r.path, score=r.score, timbre_similarity=r.timbre_similarity, melody_similarity=r.melody_similarity,
         artist=r.artist, title=r.title, album=r.album, genre=r.genre, gender=r.gender, duration_s=r.duration_s,
         reason=r.reason, tags=list(r.tags), audio_url=audio_url(r.path),
+        voice_percent=r.voice_percent, melody_percent=r.melody_percent,
     )
 
 

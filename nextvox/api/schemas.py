@@ -123,6 +123,9 @@ class RecommendationOut(BaseModel):
     reason: str
     tags: list[str] = Field(description="short explanations: similar voice, same genre, ...")
     audio_url: str
+    voice_percent: float | None = Field(None, ge=0, le=100, description="share of the library's voices less alike than this one, in %")
+    melody_percent: float | None = Field(
+        None, ge=0, le=100, description="how well the tunes line up note by note (100: the same tune), in %; null where the melody was not matched")
 
 
 class RecommendationsOut(BaseModel):
@@ -163,7 +166,11 @@ class PlaylistExportRequest(_Strict):
     paths: list[str] = Field(min_length=1, max_length=10_000, description="library paths, in playlist order")
     format: Literal["m3u8", "xspf"] = "m3u8"
     title: str = Field("nextvox playlist", max_length=200)
-    locations: Literal["file", "url"] = Field("file", description="absolute file paths, or this server's audio URLs")
+    locations: Literal["file", "url", "relative", "prefix"] = Field(
+        "file", description="absolute file paths; this server's audio URLs; paths relative to the library folder "
+        "(keep the playlist there); or each library path after `prefix` (the library as another player sees it)")
+    prefix: str | None = Field(None, min_length=1, max_length=2000,
+                               description="with locations=prefix: a folder (/mnt/music) or URL (http://nas/music) the library is at")
 
 
 class MapPoint(BaseModel):
@@ -173,6 +180,9 @@ class MapPoint(BaseModel):
     artist: str | None
     genre: str | None
     gender: Gender | None
+    title: str | None = None
+    duration_s: float | None = None
+    audio_url: str | None = None
 
 
 class MapOut(BaseModel):

@@ -12,13 +12,30 @@ import time
 from pathlib import Path
 
 from nextvox.analysis import AnalysisSettings, library_settings
-from nextvox.catalogue import Catalogue, resolve_library
-from nextvox.recommend import Recommender
+from nextvox.catalogue import Catalogue, Track, resolve_library
+from nextvox.recommend import Recommender, search_text
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "LibraryService"]
+__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "LibraryService", "TrackSearch"]
 
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 2**20  # a 5-minute WAV at 44.1 kHz stereo; compressed songs are far smaller
 REFRESH_INTERVAL_S = 1.0  # how often a request may look whether the catalogue changed
+
+
+class TrackSearch:
+    """The library's tracks in a fixed order, with their search texts folded once: a page of
+    the tracks holding some words costs one pass of substring tests (about 30 ms at 10^5 tracks).
+    """
+
+    def __init__(self, tracks: list[Track]):
+        self.tracks = sorted(tracks, key=lambda t: t.path)
+        self.texts = [search_text(t) for t in self.tracks]
+
+    def find(self, words: str, *, status: str | None = None, offset: int = 0, limit: int = 100) -> tuple[int, list[Track]]:
+        """(how many tracks match, the ``limit`` of them from ``offset``), in path order."""
+        wanted = words.casefold().split()
+        found = [t for t, text in zip(self.tracks, self.texts)
+                 if (status is None or t.status == status) and all(w in text for w in wanted)]
+        return len(found), found[offset : offset + limit]
 
 
 class LibraryService:
@@ -47,6 +64,7 @@ class LibraryService:
         self.catalogue = Catalogue(self.data_dir, library=self.library)
         self.catalogue_lock = threading.Lock()  # one SQLite connection, shared by the worker threads
         self._recommender: Recommender | None = None
+        self._search: TrackSearch | None = None
         self._signature: tuple | None = None
         self._checked_at = float("-inf")
 
@@ -76,8 +94,17 @@ class LibraryService:
                 signature = self._catalogue_signature()
                 if signature != self._signature or self._recommender is None:
                     self._recommender = Recommender(self.catalogue, lock=self.catalogue_lock)
+                    self._search = None
                     self._signature = signature
             return self._recommender
+
+    def track_search(self) -> TrackSearch:
+        """The search over the tracks of the current recommender (built on first use after a reload)."""
+        recommender = self.recommender()
+        with self.catalogue_lock:
+            if self._search is None:
+                self._search = TrackSearch(list(recommender.tracks_by_path.values()))
+            return self._search
 
     def close(self) -> None:
         self.catalogue.close()

@@ -7,6 +7,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query
 
+from nextvox.api.convert import audio_url
 from nextvox.api.deps import RecommenderDep
 from nextvox.api.schemas import MapOut, MapPoint
 from nextvox.index import pca_2d
@@ -27,5 +28,6 @@ def embedding_map(recommender: RecommenderDep, limit: Annotated[int, Query(ge=1,
         digest = index.keys[row]
         track = recommender.tracks_by_hash[digest][0]
         points.append(MapPoint(path=track.path, x=x, y=y, artist=track.artist, genre=track.genre,
-                               gender=recommender.gender_of(digest)))
+                               gender=recommender.gender_of(digest), title=track.title, duration_s=track.duration_s,
+                               audio_url=audio_url(track.path)))
     return MapOut(projection="pca", explained_variance=share.tolist(), n_total=len(recommender.tracks_by_hash), points=points)

@@ -7,9 +7,9 @@ from fastapi.responses import Response
 
 from nextvox.api.convert import audio_url, filters_of, library_query, notes_for, recommendation_out
 from nextvox.api.deps import RecommenderDep, ServiceDep
-from nextvox.api.errors import NotFound
+from nextvox.api.errors import ApiError, NotFound
 from nextvox.api.schemas import PlaylistExportRequest, RadioOut, RadioRequest
-from nextvox.playlists import PlaylistEntry, radio as make_radio, render_playlist
+from nextvox.playlists import PlaylistEntry, radio as make_radio, render_playlist, track_location
 
 router = APIRouter(tags=["radio and playlists"])
 
@@ -37,8 +37,11 @@ def export_playlist(service: ServiceDep, recommender: RecommenderDep, request: P
         track = recommender.tracks_by_path.get(path)
         if track is None:
             raise NotFound(f"no such track in the library: {path}")
-        location = (str(http.base_url).rstrip("/") + audio_url(path)) if request.locations == "url" \
-            else str(service.library / track.path)
+        if request.locations == "prefix" and not request.prefix:
+            raise ApiError("locations=prefix needs a prefix: the folder or URL where the library is")
+        location = (str(http.base_url).rstrip("/") + audio_url(path)) if request.locations == "url" else track_location(
+            track.path, library=service.library, relative_to=service.library if request.locations == "relative" else None,
+            prefix=request.prefix if request.locations == "prefix" else None)
         entries.append(PlaylistEntry(location, track.title, track.artist, track.album, track.duration_s))
     text = render_playlist(entries, playlist_format=request.format, title=request.title)
     return Response(text, media_type=PLAYLIST_MEDIA_TYPES[request.format],

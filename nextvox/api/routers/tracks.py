@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from nextvox.api.convert import track_out
-from nextvox.api.deps import RecommenderDep
+from nextvox.api.deps import RecommenderDep, ServiceDep
 from nextvox.api.errors import NotFound
 from nextvox.api.schemas import TrackOut, TrackPage
 
@@ -16,22 +16,16 @@ router = APIRouter(tags=["tracks"])
 
 @router.get("/tracks", response_model=TrackPage)
 def list_tracks(
+    service: ServiceDep,
     recommender: RecommenderDep,
     q: Annotated[str, Query(max_length=200, description="words to find in path, artist, title, album or genre")] = "",
     status: Annotated[Literal["analyzed", "failed", "pending"] | None, Query()] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TrackPage:
-    words = q.casefold().split()
-    found = []
-    for track in recommender.tracks_by_path.values():
-        if status is not None and track.status != status:
-            continue
-        text = " ".join(x for x in (track.path, track.artist, track.title, track.album, track.genre) if x).casefold()
-        if all(word in text for word in words):
-            found.append(track)
-    page = found[offset : offset + limit]
-    return TrackPage(total=len(found), tracks=[track_out(t, gender=recommender.gender_of(t.content_hash)) for t in page])
+    """A page of the library's tracks holding every word of ``q``, in path order (``total`` counts them all)."""
+    total, page = service.track_search().find(q, status=status, offset=offset, limit=limit)
+    return TrackPage(total=total, tracks=[track_out(t, gender=recommender.gender_of(t.content_hash)) for t in page])
 
 
 @router.get("/tracks/{path:path}", response_model=TrackOut)
