@@ -8,6 +8,7 @@ filters (heard tracks, genre, gender, artists) and the near-duplicate rule hold 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
