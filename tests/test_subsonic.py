@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from nextvox.errors import NextvoxError
-from nextvox.integrations.subsonic import SubsonicClient, SubsonicConfig, SubsonicError, load_config, map_songs, push_playlist, server_songs
+from nextvox.integrations.subsonic import (SubsonicClient, SubsonicConfig, SubsonicError, load_config, map_songs, push_playlist,
+                                           server_songs, songs_by_album, songs_by_search)
 
 from service_factories import make_catalogue, voice_songs, write_tagged_wav
 
@@ -145,6 +146,8 @@ def test_settings_from_the_environment_or_a_file_never_show_the_password(tmp_pat
 def test_server_songs_map_to_library_tracks(world) -> None:
     with SubsonicClient(world["config"]) as c:
         songs = server_songs(c)
+        assert sorted(s["id"] for s in songs_by_album(c)) == sorted(s["id"] for s in songs_by_search(c)) \
+            == sorted(s["id"] for s in songs)
     from nextvox.catalogue import Catalogue
 
     with Catalogue(world["data"], library=world["library"], create=False) as catalogue:

@@ -41,6 +41,8 @@ __all__ = [
     "auth_params",
     "form_fields",
     "SubsonicClient",
+    "songs_by_search",
+    "songs_by_album",
     "server_songs",
     "SongMap",
     "map_songs",
@@ -51,6 +53,7 @@ CLIENT_NAME = "nextvox"
 API_VERSION = "1.13.0"  # token authentication; older servers are answered with the hex password instead
 DURATION_TOLERANCE_S = 2.0  # servers round durations to whole seconds; taggers disagree by a second
 ALBUM_PAGE = 500  # getAlbumList2's largest page
+SONG_PAGE = 500  # songs per search3 page
 TIMEOUT_S = 30.0
 DEFAULT_CONFIG_PATH = Path("~/.config/nextvox/subsonic.toml")
 ENVIRONMENT = {"url": "NEXTVOX_SUBSONIC_URL", "user": "NEXTVOX_SUBSONIC_USER", "password": "NEXTVOX_SUBSONIC_PASSWORD",
@@ -192,8 +195,23 @@ class SubsonicClient:
         raise AssertionError("unreachable")
 
 
-def server_songs(client: SubsonicClient) -> list[dict]:
-    """Every song on the server as its ``Child`` object (``id``, ``path``, ``artist``, ``title``, ``duration``, ...)."""
+def songs_by_search(client: SubsonicClient) -> list[dict]:
+    """Every song, paged through ``search3`` with an empty query (OpenSubsonic asks servers to allow it for syncing)."""
+    songs: dict[str, dict] = {}
+    offset = 0
+    while True:
+        page = client.call("search3", [("query", ""), ("artistCount", "0"), ("albumCount", "0"),
+                                       ("songCount", str(SONG_PAGE)), ("songOffset", str(offset))])
+        found = (page.get("searchResult3") or {}).get("song") or []
+        for song in found:
+            songs.setdefault(str(song["id"]), song)
+        if len(found) < SONG_PAGE:
+            return list(songs.values())
+        offset += SONG_PAGE
+
+
+def songs_by_album(client: SubsonicClient) -> list[dict]:
+    """Every song, album by album (``getAlbumList2`` then ``getAlbum``): slower, but any Subsonic server answers it."""
     songs: dict[str, dict] = {}
     offset = 0
     while True:
@@ -205,6 +223,18 @@ def server_songs(client: SubsonicClient) -> list[dict]:
         if len(albums) < ALBUM_PAGE:
             return list(songs.values())
         offset += ALBUM_PAGE
+
+
+def server_songs(client: SubsonicClient) -> list[dict]:
+    """Every song on the server as its ``Child`` object (``id``, ``path``, ``artist``, ``title``, ``duration``, ...).
+
+    By ``search3`` pages; a server that finds nothing for an empty query is walked album by album.
+    """
+    try:
+        songs = songs_by_search(client)
+    except SubsonicError:
+        songs = []
+    return songs or songs_by_album(client)
 
 
 def _fold(text: str | None) -> str:
