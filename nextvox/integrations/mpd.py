@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from nextvox.errors import NextvoxError
+from nextvox.integrations import require
 from nextvox.integrations.library_paths import matching_library_path
 from nextvox.playlists import radio
 from nextvox.recommend import Filters, Recommender
@@ -166,6 +167,7 @@ def handle_message(client, recommender: Recommender, message: str, *, n: int = D
 
 def connect(host: str, port: int, *, password: str | None = None, timeout_s: float = 10.0):
     """A python-mpd2 connection to MPD, subscribed to :data:`CHANNEL`."""
+    require("mpd", extra="mpd")
     from mpd import MPDClient
     from mpd.base import ConnectionError as MPDConnectionError
     from mpd.base import MPDError

@@ -28,6 +28,7 @@ from pathlib import Path
 from nextvox import __version__
 from nextvox.catalogue import Track
 from nextvox.errors import NextvoxError
+from nextvox.integrations import require
 from nextvox.integrations.library_paths import matching_library_path
 
 __all__ = [
@@ -157,8 +158,7 @@ class SubsonicClient:
     """
 
     def __init__(self, config: SubsonicConfig, *, timeout_s: float = TIMEOUT_S):
-        import httpx
-
+        httpx = require("httpx", extra="subsonic")
         self.config = config
         self._http = httpx.Client(timeout=timeout_s, headers={"User-Agent": f"nextvox/{__version__}"})
         self._legacy: bool | None = None

@@ -34,6 +34,7 @@ from xml.etree import ElementTree
 from nextvox import __version__
 from nextvox.api.service import LibraryService
 from nextvox.errors import NextvoxError
+from nextvox.integrations import require
 from nextvox.integrations.subsonic import (API_VERSION, SongMap, SubsonicClient, SubsonicConfig, form_fields, map_songs,
                                            server_songs)
 from nextvox.playlists import radio
@@ -284,7 +285,7 @@ async def _similar_songs(proxy: VoiceProxy, credentials, params, element: str) -
 
 def create_proxy_app(library: Path, data_dir: Path, config: SubsonicConfig):
     """The proxy as an ASGI app (run it with uvicorn): ``/rest/*`` for clients, everything else 404."""
-    import httpx
+    httpx = require("httpx", extra="subsonic")
     from starlette.applications import Starlette
     from starlette.background import BackgroundTask
     from starlette.requests import Request
