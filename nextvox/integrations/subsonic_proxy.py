@@ -126,6 +126,8 @@ class VoiceProxy:
 
     def song_map(self, *, refresh: bool = False) -> SongMap:
         """The server's songs matched to the library's tracks (rebuilt when asked, at most once a MAP_REFRESH_S)."""
+        if self._map is not None and not refresh:
+            return self._map  # never waits for a rebuild under way in another thread
         with self._map_lock:
             stale = refresh and time.monotonic() - self._mapped_at >= MAP_REFRESH_S
             if self._map is None or stale:
