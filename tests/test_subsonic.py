@@ -250,6 +250,12 @@ def test_the_extension_answers_per_spec_in_xml(world) -> None:
     for match in matches:
         entry = match.find(f"{NS}entry")
         assert 0.0 <= float(match.get("similarity")) <= 1.0 and entry.get("id") in ids.values() and entry.get("title")
+    path_params = {**params, "startSongId": ids["bob/song0.wav"], "endSongId": ids["cat/song3.wav"], "count": "4"}
+    path = ElementTree.fromstring(httpx.post(f"http://127.0.0.1:{world['proxy_port']}/rest/findSonicPath", data=path_params).content)
+    entries = [m.find(f"{NS}entry").get("id") for m in path.findall(f"{NS}sonicMatch")]
+    assert entries[0] == ids["bob/song0.wav"] and entries[-1] == ids["cat/song3.wav"] and 3 <= len(entries) <= 4
+    jsonp = httpx.get(f"http://127.0.0.1:{world['proxy_port']}/rest/getSonicSimilarTracks", params={**params, "f": "jsonp", "callback": "cb"})
+    assert jsonp.text.startswith("cb(") and json.loads(jsonp.text[3:-1])["subsonic-response"]["status"] == "ok"
     extensions = ElementTree.fromstring(httpx.get(f"http://127.0.0.1:{world['proxy_port']}/rest/getOpenSubsonicExtensions").content)
     assert [(e.get("name"), [v.text for v in e.findall(f"{NS}versions")]) for e in extensions.findall(f"{NS}openSubsonicExtensions")] \
         == [("sonicSimilarity", ["1"])]
