@@ -25,7 +25,6 @@ from nextvox.catalogue import Catalogue, ScanReport, resolve_library, scan_libra
 from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint
-from nextvox.gender import active_head, predict_library_genders
 from nextvox.models import tcae
 from nextvox.models.tcae import AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS
 from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
@@ -193,7 +192,8 @@ class AnalyzeReport:
     wall_s: float = 0.0
     seconds_per_stage: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in (*STAGES, "write")})
     counts: dict[str, int] = field(default_factory=dict)
-    # Why some or all tracks have no predicted gender (no head, or a head of another timbre model).
+    # Why some or all tracks have no predicted gender (no head, or a head of another timbre model);
+    # set by nextvox.workflows.analyze_library, which predicts the genders after the analysis.
     gender_note: str | None = None
     # What the run analysed with (now stored in the catalogue).
     settings: AnalysisSettings | None = None
@@ -387,7 +387,6 @@ def analyze_library(
             if track.status == "pending" or stale or (retry_failed and track.status == "failed" and track.content_hash):
                 todo.setdefault(track.content_hash, track.path)
         _run_pool(catalogue, todo, jobs=jobs, settings=settings, report=report, on_track=on_track)
-        report.gender_note = predict_library_genders(catalogue, active_head(data_dir)).note
         report.counts = catalogue.status_counts()
     finally:
         catalogue.close()

@@ -93,9 +93,9 @@ def mel_band_hz() -> np.ndarray:
 @lru_cache(maxsize=1)
 def _white_noise_band_power() -> torch.Tensor:
     """Each band's power for white noise of unit power per STFT bin, shape (N_MELS, 1)."""
-    from nextvox.features import _mel_basis
+    from nextvox.features import mel_basis
 
-    return _mel_basis().sum(dim=1, keepdim=True)
+    return mel_basis().sum(dim=1, keepdim=True)
 
 
 def random_crops(

@@ -167,7 +167,8 @@ def analyze(
     retry_failed: bool, as_json: bool, data_dir: Path | None,
 ) -> None:
     """Scan the library and analyse new and changed tracks (incremental, resumable, parallel)."""
-    from nextvox.analysis import AnalysisSettings, analyze_library
+    from nextvox.analysis import AnalysisSettings
+    from nextvox.workflows import analyze_library
     from nextvox.catalogue import remember_data_dir
 
     # Without separator options, the library keeps the settings it was analysed with.
@@ -662,9 +663,9 @@ def serve(
     """Serve the HTTP API and the web page (analyses new tracks first, incrementally)."""
     import uvicorn
 
-    from nextvox.analysis import analyze_library
     from nextvox.api import create_app
     from nextvox.catalogue import remember_data_dir, resolve_library
+    from nextvox.workflows import analyze_library
 
     root = resolve_library(library)
     chosen_data_dir = _data_dir(ctx, library, data_dir)
@@ -920,7 +921,8 @@ def train_gender_command(
 ) -> None:
     """Train a gender head on LIBRARY's timbre vectors, with accuracy on singers held out."""
     from nextvox.catalogue import resolve_library
-    from nextvox.gender import train_library_head, use_head
+    from nextvox.gender import use_head
+    from nextvox.workflows import train_library_head
 
     chosen = _data_dir(ctx, library, data_dir)
     with _progress() as progress:

@@ -53,7 +53,7 @@ from nextvox.catalogue import Catalogue, resolve_library
 from nextvox.constants import GENDERS, SAMPLE_RATE_HZ
 from nextvox.errors import AudioError, MissingDependencyError, NextvoxError
 from nextvox.features import MelCache, log_mel, mfcc_statistics
-from nextvox.gender import head_scores, shipped_head
+from nextvox.gender import gender_cross_validation, head_scores, shipped_head
 from nextvox.index import normalise_rows
 from nextvox.labels import Labels, read_labels
 from nextvox.models import tcae, timbre
@@ -93,7 +93,6 @@ BASELINE_VERSIONS = {
 PROJECT_EMBEDDINGS = ("timbre", "melody", "melody_vector", "combined")
 MAX_SEQUENCE_TRACKS = 500  # above this, evaluate's melody row is the vector's cosine (500 tracks: 125k matches, about 16 min)
 QUERY_BLOCK = 512  # similarity rows computed at once: 512 x 20,000 float32 is 40 MB
-MAX_GENDER_FOLDS = 50  # beyond this many singers, singers are grouped into this many folds
 CHROMA_HOP_LENGTH = 512  # samples between chroma frames (32 ms)
 
 #: progress(stage, done, total); stage is "scan", "analyze" or "baselines".
@@ -353,64 +352,6 @@ def melody_retrieval(
     candidates = singers[rows][:, None] != singers[None, :]
     relevant = (melodies[rows][:, None] == melodies[None, :]) & (melodies[rows] != "")[:, None]
     return ranking_scores(similarity, relevant=relevant, candidates=candidates, k=k)
-
-
-# ---- gender ----------------------------------------------------------------------------------
-
-def gender_cross_validation(
-    features: np.ndarray, *, genders: np.ndarray, singers: np.ndarray, max_folds: int = MAX_GENDER_FOLDS
-) -> dict[str, float]:
-    """Accuracy of a logistic-regression gender head on singers it never saw.
-
-    Each singer's tracks are predicted by a head (standardised features, class-balanced
-    logistic regression) trained on the other singers' tracks: leave one singer out. With
-    more than ``max_folds`` singers, singers are dealt into ``max_folds`` groups, still so
-    that no singer is in both the training and the test part of a fold.
-
-    Parameters
-    ----------
-    features : np.ndarray, shape (N, D)
-    genders : np.ndarray of str, shape (N,)
-        ``"female"`` or ``"male"`` for every track.
-    singers : np.ndarray, shape (N,)
-    max_folds : int
-
-    Returns
-    -------
-    dict
-        ``accuracy`` (fraction of tracks right) and ``balanced_accuracy`` (mean of the
-        per-gender recalls, 0.5 for a constant guess).
-
-    Raises
-    ------
-    ValueError
-        With fewer than two singers or a single gender.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    genders, singers = np.asarray(genders), np.asarray(singers)
-    classes = np.unique(genders)
-    unique_singers = np.unique(singers)
-    if len(classes) < 2 or len(unique_singers) < 2:
-        raise ValueError("gender cross-validation needs both genders and at least two singers")
-    fold_of_singer = {singer: i % max_folds for i, singer in enumerate(unique_singers)}
-    folds = np.array([fold_of_singer[s] for s in singers])
-    features = np.nan_to_num(np.asarray(features, dtype=np.float64))
-    predicted = np.empty_like(genders)
-    for fold in np.unique(folds):
-        test = folds == fold
-        train_genders = genders[~test]
-        if len(np.unique(train_genders)) < 2:  # the held-out singers were all of one gender
-            predicted[test] = train_genders[0]
-            continue
-        head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-        head.fit(features[~test], train_genders)
-        predicted[test] = head.predict(features[test])
-    right = predicted == genders
-    recalls = [float(right[genders == c].mean()) for c in classes]
-    return {"accuracy": float(right.mean()), "balanced_accuracy": float(np.mean(recalls))}
 
 
 # ---- baselines -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from nextvox.files import atomic_path
 __all__ = [
     "MEL_PARAMS",
     "LOG_FLOOR",
+    "mel_basis",
     "log_mel",
     "n_frames",
     "mfcc_from_log_mel",
@@ -46,7 +47,8 @@ N_MFCC = 20
 
 
 @lru_cache(maxsize=1)
-def _mel_basis() -> torch.Tensor:
+def mel_basis() -> torch.Tensor:
+    """The mel filter bank of :func:`log_mel`, shape (N_MELS, N_FFT // 2 + 1), built once per process."""
     import librosa
 
     basis = librosa.filters.mel(
@@ -89,7 +91,7 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
         audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
         spectrum = torch.stft(audio, N_FFT, HOP_LENGTH, window=_window(), center=True, return_complex=True)
         power = spectrum.real.square() + spectrum.imag.square()  # (n_fft // 2 + 1, T)
-        mel = _mel_basis() @ power  # (n_mels, T)
+        mel = mel_basis() @ power  # (n_mels, T)
         return torch.log(mel + LOG_FLOOR).numpy()
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +48,8 @@ __all__ = [
     "GenderPredictions",
     "train_gender_head",
     "GenderTraining",
-    "train_library_head",
+    "train_catalogue_head",
+    "gender_cross_validation",
     "use_head",
     "gender_status",
     "head_scores",
@@ -416,11 +416,72 @@ def read_gender_tag(path: Path) -> str | None:
 
 
 
+# ---- accuracy on singers held out ----------------------------------------------------------
+
+MAX_GENDER_FOLDS = 50  # beyond this many singers, singers are grouped into this many folds
+
+
+def gender_cross_validation(
+    features: np.ndarray, *, genders: np.ndarray, singers: np.ndarray, max_folds: int = MAX_GENDER_FOLDS
+) -> dict[str, float]:
+    """Accuracy of a logistic-regression gender head on singers it never saw.
+
+    Each singer's tracks are predicted by a head (standardised features, class-balanced
+    logistic regression) trained on the other singers' tracks: leave one singer out. With
+    more than ``max_folds`` singers, singers are dealt into ``max_folds`` groups, still so
+    that no singer is in both the training and the test part of a fold.
+
+    Parameters
+    ----------
+    features : np.ndarray, shape (N, D)
+    genders : np.ndarray of str, shape (N,)
+        ``"female"`` or ``"male"`` for every track.
+    singers : np.ndarray, shape (N,)
+    max_folds : int
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (fraction of tracks right) and ``balanced_accuracy`` (mean of the
+        per-gender recalls, 0.5 for a constant guess).
+
+    Raises
+    ------
+    ValueError
+        With fewer than two singers or a single gender.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    genders, singers = np.asarray(genders), np.asarray(singers)
+    classes = np.unique(genders)
+    unique_singers = np.unique(singers)
+    if len(classes) < 2 or len(unique_singers) < 2:
+        raise ValueError("gender cross-validation needs both genders and at least two singers")
+    fold_of_singer = {singer: i % max_folds for i, singer in enumerate(unique_singers)}
+    folds = np.array([fold_of_singer[s] for s in singers])
+    features = np.nan_to_num(np.asarray(features, dtype=np.float64))
+    predicted = np.empty_like(genders)
+    for fold in np.unique(folds):
+        test = folds == fold
+        train_genders = genders[~test]
+        if len(np.unique(train_genders)) < 2:  # the held-out singers were all of one gender
+            predicted[test] = train_genders[0]
+            continue
+        head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+        head.fit(features[~test], train_genders)
+        predicted[test] = head.predict(features[test])
+    right = predicted == genders
+    recalls = [float(right[genders == c].mean()) for c in classes]
+    return {"accuracy": float(right.mean()), "balanced_accuracy": float(np.mean(recalls))}
+
+
 # ---- training on a library -----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class GenderTraining:
-    """The outcome of :func:`train_library_head`.
+    """The outcome of :func:`train_catalogue_head`.
 
     Attributes
     ----------
@@ -448,42 +509,31 @@ class GenderTraining:
     note: str | None = None
 
 
-def train_library_head(
-    library: Path, *, data_dir: Path, labels_csv: Path | None = None, jobs: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> GenderTraining:  # fmt: skip
-    """Analyse a library as needed, then train a gender head on its labelled timbre vectors.
+def train_catalogue_head(catalogue: Catalogue, *, labels_csv: Path | None = None, analysis_version: str) -> GenderTraining:
+    """Train a gender head on the labelled timbre vectors of an analysed library.
 
     Labels come from ``labels_csv`` (``path`` and ``gender`` columns; ``singer`` optional)
     or, without it, from each file's ``GENDER`` tag (:func:`read_gender_tag`). Singers
     (the CSV's ``singer``, else the artist tag, else each track alone) are held out one at a
     time to measure accuracy on voices the head never saw; the head returned is then
-    trained on every labelled track.
+    trained on every labelled track. (``nextvox.workflows.train_library_head`` analyses the
+    library first.)
 
     Parameters
     ----------
-    library, data_dir : Path
+    catalogue : Catalogue
     labels_csv : Path, optional
-    jobs : int, optional
-        Worker processes of the analysis.
-    progress : callable(done, total), optional
-        Called as tracks are analysed.
+    analysis_version : str
+        The analysis the vectors come from, recorded in the head.
 
     Raises
     ------
     NextvoxError
         Bad labels, too few labelled tracks, or timbre vectors of mixed models.
     """
-    from nextvox.analysis import analyze_library
-    from nextvox.catalogue import resolve_library
-    from nextvox.evaluation import gender_cross_validation
-
-    library = resolve_library(library)
-    settings = analyze_library(library, data_dir=data_dir, jobs=jobs,
-                               on_track=(lambda d, t, _s: progress(d, t)) if progress else None).settings  # fmt: skip
-    with Catalogue(data_dir, library=library) as catalogue:
-        tracks = catalogue.tracks(status="analyzed")
-        hashes, matrix, versions = catalogue.vectors("timbre")
+    library = catalogue.library
+    tracks = catalogue.tracks(status="analyzed")
+    hashes, matrix, versions = catalogue.vectors("timbre")
     row_of = {h: i for i, h in enumerate(hashes)}
     if labels_csv is not None:
         labels = read_track_labels(labels_csv, library=library, required=("gender",))
@@ -511,7 +561,7 @@ def train_library_head(
     except ValueError as error:
         note = f"accuracy not measured: {error}"
     head = train_gender_head(vectors, genders, timbre_model_version=used_versions[0], trained_on={
-        "labels": label_source, "n_singers": n_singers, "analysis_version": settings.version,
+        "labels": label_source, "n_singers": n_singers, "analysis_version": analysis_version,
         "leave_one_singer_out_accuracy": accuracy, "balanced_accuracy": balanced,
     })  # fmt: skip
     return GenderTraining(head, accuracy, balanced, len(labelled), n_singers, len(tracks) - len(labelled), label_source, note)

@@ -7,19 +7,17 @@ pitch periods (f0 = 16000 / floor(16000 / f): sharp by up to ~36 cents near C5),
 output is tuned afterwards: WORLD re-imposes the exact note contour (with the same glides
 and vibrato as the other singers) on the frames MBROLA voiced.
 
-Only the voices in :data:`PERMITTED_VOICES` are ever used; the list is an allow-list, and
-the MBROLA voices the project holds out for evaluation must never be added to it. Of the
-permitted voices, :data:`EVAL_VOICES` form the ``eval`` voice set (never trained on); the
-rest form the ``train`` set. MBROLA voices are licensed for non-commercial use only.
+Which MBROLA voices may sing, and which of them are held out, is the registry's
+(:mod:`nextvox.synth.voices`: ``PERMITTED_VOICES``, ``EVAL_VOICES``,
+``installed_mbrola_singers``, importable from here too). MBROLA voices are licensed for
+non-commercial use only.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -30,67 +28,13 @@ from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
 from nextvox.synth.singing import midi_to_hz, note_cents
 from nextvox.synth.syllables import FFT_SIZE, FRAME_PERIOD_MS, FRAME_RATE_HZ, SYLLABLES, pyworld, syllable_text
-from nextvox.synth.voices import MBROLA_VOICE_ROOT, METHOD_MBROLA, Singer, Voice
+from nextvox.synth.voices import EVAL_VOICES, MBROLA_VOICE_ROOT, PERMITTED_VOICES, Voice, installed_mbrola_singers
 from nextvox.files import write_text_atomic
 
 __all__ = ["PERMITTED_VOICES", "EVAL_VOICES", "installed_mbrola_singers", "build_phonemes", "render_vocal_mbrola"]
 
-PERMITTED_VOICES = (
-    "af1 br1 br3 ca1 ca2 de1 de2 de3 de4 de5 de6 de7 de8 ee1 en1 es1 es2 es3 es4 fr1 fr2 fr3 fr4 fr5 fr6 fr7 "
-    "gr1 gr2 hu1 ic1 id1 ir1 la1 lt1 lt2 mx1 mx2 nl1 nl2 nl3 pl1 pt1 ro1 sw1 sw2 tr1 tr2 us1 us2 us3 vz1"
-).split()
-# The held-out singers of the quality benchmarks: both genders, six languages, chosen once
-# (4 of the 14 female and 6 of the 36 male voices that sing) and never changed, so every
-# shipped model can be compared on the same unseen voices.
-EVAL_VOICES = ("de5", "fr2", "pt1", "tr2", "de4", "es2", "fr5", "nl2", "sw1", "us3")
-LICENCE = "MBROLA licence (non-commercial use only)"
-ESPEAK_VOICE_DIRS = (Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data/voices/mb"), Path("/usr/share/espeak-ng-data/voices/mb"))
 MAX_CONSONANT_MS = 120.0  # consonants keep their spoken length up to this
 PHONEME_CACHE_VERSION = 1
-
-
-def _espeak_voice_file(voice_id: str) -> Path | None:
-    return next((d / f"mb-{voice_id}" for d in ESPEAK_VOICE_DIRS if (d / f"mb-{voice_id}").exists()), None)
-
-
-def _speaks(voice_id: str) -> bool:
-    """Whether espeak-ng's phonemes for ``mb-<voice_id>`` are ones the MBROLA database knows.
-
-    Some databases use another phoneme alphabet than espeak-ng's table for them; MBROLA then
-    falls silent, so such a voice is left out.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        pho = subprocess.run(["espeak-ng", "-v", f"mb-{voice_id}", "-q", "--pho", "la"], capture_output=True,
-                             text=True, check=False).stdout  # fmt: skip
-        (Path(tmp) / "probe.pho").write_text(pho, encoding="utf-8")
-        done = subprocess.run(["mbrola", str(MBROLA_VOICE_ROOT / voice_id / voice_id), "probe.pho", "probe.wav"],
-                              capture_output=True, check=False, cwd=tmp)  # fmt: skip
-        return done.returncode == 0 and (Path(tmp) / "probe.wav").exists() and sf.info(Path(tmp) / "probe.wav").frames > 0
-
-
-@cache
-def installed_mbrola_singers() -> tuple[Singer, ...]:
-    """One singer per permitted MBROLA voice installed here that sings (gender from espeak-ng's voice file).
-
-    A singer belongs to the ``eval`` voice set when its voice is in :data:`EVAL_VOICES`, else to ``train``.
-    """
-    if shutil.which("mbrola") is None or shutil.which("espeak-ng") is None:
-        return ()
-    singers = []
-    for voice_id in PERMITTED_VOICES:
-        espeak_file = _espeak_voice_file(voice_id)
-        if espeak_file is None or not (MBROLA_VOICE_ROOT / voice_id / voice_id).exists() or not _speaks(voice_id):
-            continue
-        description = espeak_file.read_text(encoding="utf-8", errors="replace")
-        female = "gender female" in description
-        language = next((line.split()[1] for line in description.splitlines() if line.startswith("language ")), "")
-        voice = Voice(f"mbrola:{voice_id}", "mbrola", voice_id, language, LICENCE, f"mbrola-{voice_id}",
-                      method=METHOD_MBROLA)  # fmt: skip
-        low, high = (57, 76) if female else (45, 64)
-        singers.append(Singer(f"mb-{voice_id}", f"MBROLA {voice_id}", "female" if female else "male",
-                              f"mbrola {voice_id}", (voice,), low, high,
-                              voice_sets=("eval",) if voice_id in EVAL_VOICES else ("train",)))  # fmt: skip
-    return tuple(singers)
 
 
 def _parse_pho(text: str) -> list[tuple[str, float]]:

@@ -12,7 +12,7 @@ Voice sets: ``demo`` (Debian main only: the README's demo and the tests), ``trai
 the shipped models are trained on) and ``eval`` (held out from training: the singers every
 quality benchmark is measured on). ``train`` and ``eval`` share no speaker: ked, nsh and the
 espeak-ng voice en+f5 sing in ``demo`` and ``eval`` only, and the MBROLA voices of
-:data:`nextvox.synth.mbrola.EVAL_VOICES` in ``eval`` only (docs/synth.md, "Held-out split").
+:data:`EVAL_VOICES` in ``eval`` only (docs/synth.md, "Held-out split").
 
 A singer can own several engine voices of the same speaker (festival's ``kal_diphone`` and
 flite's ``kal16`` are both Kal): songs alternate between them, like recording sessions.
@@ -23,9 +23,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+import soundfile as sf
 
 from nextvox.errors import MissingDependencyError, NextvoxError
 
@@ -38,6 +41,9 @@ __all__ = [
     "select_singers",
     "singers_in_set",
     "check_dependencies",
+    "PERMITTED_VOICES",
+    "EVAL_VOICES",
+    "installed_mbrola_singers",
 ]
 
 VOICE_SETS = ("demo", "train", "eval")
@@ -224,8 +230,6 @@ def singers_in_set(voice_set: str) -> tuple[Singer, ...]:
         raise NextvoxError(f"unknown voice set {voice_set!r}; choose one of: {', '.join(VOICE_SETS)}")
     singers = [s for s in SINGERS if voice_set in s.voice_sets]
     if voice_set != "demo":
-        from nextvox.synth.mbrola import installed_mbrola_singers
-
         singers += [s for s in installed_mbrola_singers() if voice_set in s.voice_sets]
     return tuple(singers)
 
@@ -301,3 +305,63 @@ def check_dependencies(singers: tuple[Singer, ...]) -> None:
             f"the singing-library generator needs programs or voices that are not installed "
             f"(soundfont looked for at {soundfont_path()}); install with: apt-get install {' '.join(packages)}"
         )
+
+
+# ---- MBROLA singers (installed by scripts/install-mbrola.sh) ----------------------------------
+
+# Only these MBROLA voices are ever used: an allow-list, to which the voices the project holds
+# out for evaluation must never be added.
+PERMITTED_VOICES = (
+    "af1 br1 br3 ca1 ca2 de1 de2 de3 de4 de5 de6 de7 de8 ee1 en1 es1 es2 es3 es4 fr1 fr2 fr3 fr4 fr5 fr6 fr7 "
+    "gr1 gr2 hu1 ic1 id1 ir1 la1 lt1 lt2 mx1 mx2 nl1 nl2 nl3 pl1 pt1 ro1 sw1 sw2 tr1 tr2 us1 us2 us3 vz1"
+).split()
+# The held-out singers of the quality benchmarks: both genders, six languages, chosen once
+# (4 of the 14 female and 6 of the 36 male voices that sing) and never changed, so every
+# shipped model can be compared on the same unseen voices.
+EVAL_VOICES = ("de5", "fr2", "pt1", "tr2", "de4", "es2", "fr5", "nl2", "sw1", "us3")
+LICENCE = "MBROLA licence (non-commercial use only)"
+ESPEAK_VOICE_DIRS = (Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data/voices/mb"), Path("/usr/share/espeak-ng-data/voices/mb"))
+
+
+def _espeak_voice_file(voice_id: str) -> Path | None:
+    return next((d / f"mb-{voice_id}" for d in ESPEAK_VOICE_DIRS if (d / f"mb-{voice_id}").exists()), None)
+
+
+def _speaks(voice_id: str) -> bool:
+    """Whether espeak-ng's phonemes for ``mb-<voice_id>`` are ones the MBROLA database knows.
+
+    Some databases use another phoneme alphabet than espeak-ng's table for them; MBROLA then
+    falls silent, so such a voice is left out.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        pho = subprocess.run(["espeak-ng", "-v", f"mb-{voice_id}", "-q", "--pho", "la"], capture_output=True,
+                             text=True, check=False).stdout  # fmt: skip
+        (Path(tmp) / "probe.pho").write_text(pho, encoding="utf-8")
+        done = subprocess.run(["mbrola", str(MBROLA_VOICE_ROOT / voice_id / voice_id), "probe.pho", "probe.wav"],
+                              capture_output=True, check=False, cwd=tmp)  # fmt: skip
+        return done.returncode == 0 and (Path(tmp) / "probe.wav").exists() and sf.info(Path(tmp) / "probe.wav").frames > 0
+
+
+@cache
+def installed_mbrola_singers() -> tuple[Singer, ...]:
+    """One singer per permitted MBROLA voice installed here that sings (gender from espeak-ng's voice file).
+
+    A singer belongs to the ``eval`` voice set when its voice is in :data:`EVAL_VOICES`, else to ``train``.
+    """
+    if shutil.which("mbrola") is None or shutil.which("espeak-ng") is None:
+        return ()
+    singers = []
+    for voice_id in PERMITTED_VOICES:
+        espeak_file = _espeak_voice_file(voice_id)
+        if espeak_file is None or not (MBROLA_VOICE_ROOT / voice_id / voice_id).exists() or not _speaks(voice_id):
+            continue
+        description = espeak_file.read_text(encoding="utf-8", errors="replace")
+        female = "gender female" in description
+        language = next((line.split()[1] for line in description.splitlines() if line.startswith("language ")), "")
+        voice = Voice(f"mbrola:{voice_id}", "mbrola", voice_id, language, LICENCE, f"mbrola-{voice_id}",
+                      method=METHOD_MBROLA)  # fmt: skip
+        low, high = (57, 76) if female else (45, 64)
+        singers.append(Singer(f"mb-{voice_id}", f"MBROLA {voice_id}", "female" if female else "male",
+                              f"mbrola {voice_id}", (voice,), low, high,
+                              voice_sets=("eval",) if voice_id in EVAL_VOICES else ("train",)))  # fmt: skip
+    return tuple(singers)

@@ -1,0 +1,168 @@
+"""The import graph of nextvox, read with ``ast``: no circle, no private name used across modules,
+and imports that point one way through the layers of docs/architecture.md.
+
+Every ``import`` counts, at module level or inside a function: an import moved into a function
+to dodge a circle is still a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nextvox"
+
+# The layers, lowest first (docs/architecture.md). A module may import its own layer and those
+# below it, never one above. Names are relative to nextvox; a name ending in "." covers a package.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("", "constants", "errors", "files", "processes", "labels")),
+    ("dsp", ("audio", "features", "augmentations", "losses", "melody_match")),
+    ("models", ("models", "models.")),
+    ("separation", ("separation",)),
+    ("store", ("catalogue", "index")),
+    ("analysis", ("analysis",)),
+    ("gender", ("gender",)),
+    ("search", ("recommend", "playlists", "voicepath")),
+    ("evaluation, training, plots", ("evaluation", "evaluation.", "training", "training.", "separator_training", "plots")),
+    ("workflows", ("workflows",)),
+    ("interfaces", ("cli", "__main__", "api", "api.", "integrations", "integrations.")),
+]
+# The song generator is a program of its own beside the pipeline: it uses the base layer only.
+SYNTH = ("synth", "synth.")
+
+
+def module_files() -> dict[str, Path]:
+    """Module name relative to nextvox ("" for the package itself) -> its file."""
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str:
+    """The module that an imported dotted name (relative to nextvox) lives in."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def import_graph() -> tuple[dict[str, set[str]], list[str]]:
+    """(module -> the nextvox modules it imports, ["module imports other._private"])."""
+    modules = module_files()
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    private: list[str] = []
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == "nextvox" or alias.name.startswith("nextvox."):
+                        edges[name].add(_resolve(alias.name.removeprefix("nextvox").lstrip("."), modules))
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: from .x import y
+                    base = package
+                    for _ in range(node.level - 1):
+                        base = base.rpartition(".")[0]
+                    base = ".".join(p for p in (base, node.module or "") if p)
+                elif node.module == "nextvox" or (node.module or "").startswith("nextvox."):
+                    base = node.module.removeprefix("nextvox").lstrip(".")
+                else:
+                    continue
+                for alias in node.names:
+                    full = ".".join(p for p in (base, alias.name) if p)
+                    if full in modules:  # from nextvox.models import tcae: the submodule
+                        edges[name].add(full)
+                        continue
+                    target = _resolve(base, modules)
+                    edges[name].add(target)
+                    if alias.name.startswith("_") and not alias.name.startswith("__") and target != name:
+                        private.append(f"nextvox.{name} imports {alias.name} from nextvox.{target}")
+        edges[name].discard(name)
+    return edges, private
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(name == p or (p.endswith(".") and name.startswith(p)) for p in patterns)
+
+
+def layer_of(name: str) -> int | None:
+    for rank, (_, patterns) in enumerate(LAYERS):
+        if _matches(name, patterns):
+            return rank
+    return None
+
+
+def test_the_graph_reader_sees_imports_inside_functions_and_relative_ones() -> None:
+    edges, _ = import_graph()
+    assert "analysis" in edges["workflows"] and "gender" in edges["workflows"]
+    assert "api.service" in edges["api.deps"]
+    assert edges["__main__"] == {"cli"}
+    assert "training" in edges["cli"]  # imported inside the command functions
+
+
+def test_no_import_circle() -> None:
+    edges, _ = import_graph()
+    found = cycles(edges)
+    described = ["; ".join(f"{m} -> {', '.join(sorted(edges[m] & set(c)))}" for m in c) for c in found]
+    assert not found, "import circles:\n" + "\n".join(described)
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    _, private = import_graph()
+    assert not private, "\n".join(private)
+
+
+def test_imports_point_down_the_layers() -> None:
+    edges, _ = import_graph()
+    upward = []
+    for name, targets in sorted(edges.items()):
+        if _matches(name, SYNTH):
+            upward += [f"{name} -> {t} (the generator uses the base layer only)" for t in sorted(targets)
+                       if not _matches(t, SYNTH) and layer_of(t) != 0]  # fmt: skip
+            continue
+        rank = layer_of(name)
+        if rank is None:
+            continue  # a module not placed in LAYERS yet: the circle and private-name rules still hold
+        for target in sorted(targets):
+            target_rank = layer_of(target)
+            if target_rank is not None and target_rank > rank:
+                upward.append(f"{name} ({LAYERS[rank][0]}) -> {target} ({LAYERS[target_rank][0]})")
+    assert not upward, "imports pointing up a layer:\n" + "\n".join(upward)
