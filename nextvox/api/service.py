@@ -7,9 +7,12 @@ extends itself with the new vectors (:func:`nextvox.index.open_index`).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from nextvox.analysis import AnalysisSettings, library_settings
 from nextvox.catalogue import Catalogue, Track, resolve_library
@@ -22,20 +25,32 @@ REFRESH_INTERVAL_S = 1.0  # how often a request may look whether the catalogue c
 
 
 class TrackSearch:
-    """The library's tracks in a fixed order, with their search texts folded once: a page of
-    the tracks holding some words costs one pass of substring tests (about 30 ms at 10^5 tracks).
+    """The library's tracks in path order, searchable by words without a Python loop over them.
+
+    The search texts (:func:`nextvox.recommend.search_text`) are joined once per catalogue
+    change into one string, a line per track; a word's tracks are the lines its occurrences
+    fall in (``re`` scans the string in C, ``numpy.searchsorted`` maps offsets to lines).
+    Memory: about one byte per character of the texts.
     """
 
     def __init__(self, tracks: list[Track]):
         self.tracks = sorted(tracks, key=lambda t: t.path)
-        self.texts = [search_text(t) for t in self.tracks]
+        texts = [search_text(t).replace("\n", " ") for t in self.tracks]
+        self.text = "\n".join(texts)
+        self.line_starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]]) if texts else np.zeros(0, dtype=np.int64)
+        self.statuses = np.array([t.status for t in self.tracks])
+
+    def _rows_with(self, word: str) -> np.ndarray:
+        """Rows (ascending) whose text holds ``word``."""
+        hits = np.fromiter((m.start() for m in re.finditer(re.escape(word), self.text)), dtype=np.int64)
+        return np.unique(np.searchsorted(self.line_starts, hits, side="right") - 1)
 
     def find(self, words: str, *, status: str | None = None, offset: int = 0, limit: int = 100) -> tuple[int, list[Track]]:
-        """(how many tracks match, the ``limit`` of them from ``offset``), in path order."""
-        wanted = words.casefold().split()
-        found = [t for t, text in zip(self.tracks, self.texts)
-                 if (status is None or t.status == status) and all(w in text for w in wanted)]
-        return len(found), found[offset : offset + limit]
+        """(how many tracks hold every word of ``words`` and have ``status``, the ``limit`` of them from ``offset``), in path order."""
+        rows = np.arange(len(self.tracks)) if status is None else np.flatnonzero(self.statuses == status)
+        for word in words.casefold().split():
+            rows = np.intersect1d(rows, self._rows_with(word), assume_unique=True)
+        return len(rows), [self.tracks[i] for i in rows[offset : offset + limit].tolist()]
 
 
 class LibraryService:
