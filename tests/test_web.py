@@ -38,6 +38,7 @@ PLAYABLE = (".mp3", ".flac", ".wav", ".ogg")  # formats every Chromium build dec
 DESKTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 expect = playwright_api.expect
+expect.set_options(timeout=30_000)  # a melody match on a busy 2-core machine takes seconds
 
 
 def free_port() -> int:
@@ -152,6 +153,7 @@ def playable_artist(page) -> tuple[str, str]:
     return artist, chosen
 
 
+@pytest.mark.slow  # about a minute: every view, by keyboard
 def test_keyboard_alone_at_1366(server, browser, tmp_path: Path) -> None:
     url, library = server
     with open_page(browser, url, viewport=DESKTOP) as page:
@@ -221,6 +223,31 @@ def test_keyboard_alone_at_1366(server, browser, tmp_path: Path) -> None:
         expect(page.locator("#queue li").nth(1).locator("[aria-current=true]")).to_be_visible()
         assert_accessible(page, "radio and queue")
         screenshot(page, tmp_path / "3-queue.png", "Queue", "song 2 of")
+
+        # A voice path from the song playing to another singer's song (the server has POST /api/path).
+        expect(page.locator("#path-controls")).to_be_visible()
+        other = page.evaluate("() => state.points.find(p => p.artist !== state.queue[state.position].artist)")
+        tab_to(page, "#path-end")
+        page.keyboard.type(f"{other['artist']} {other['title']}")
+        tab_to(page, "#path-button")
+        page.keyboard.press("Enter")
+        expect(page.locator("#radio-title")).to_contain_text(f"voice path to {other['artist']}")
+        assert page.eval_on_selector_all("#radio-list li.item", "items => items.map(li => li.dataset.path)")[-1] == other["path"]
+
+        # A listening history of two tracks is one query.
+        search = page.locator("#search")
+        search.focus()
+        page.keyboard.press("Control+A")
+        page.keyboard.press("Backspace")
+        expect(page.locator("#track-list li.track")).to_have_count(8)
+        for n in (0, 3):
+            page.locator("#track-list .add").nth(n).focus()
+            page.keyboard.press("Enter")
+        expect(page.locator("#history li")).to_have_count(2)
+        tab_to(page, "#history-recommend")
+        page.keyboard.press("Enter")
+        expect(page.locator("#results-for")).to_contain_text("your history (2 tracks)")
+        expect(page.locator("#queue-position")).to_contain_text("song 1 of")
 
         # The map by keyboard: arrows move between songs (with a tooltip), Enter plays.
         tab_to(page, "#map")
