@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nextvox.audio import load_excerpt, native_stderr_to
-from nextvox.catalogue import Catalogue, ScanReport, resolve_library, scan_library
+from nextvox.catalogue import Catalogue, ScanReport, command_hint, resolve_library, scan_library
 from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint
@@ -140,12 +140,13 @@ def _settings_from_version(catalogue: Catalogue, analysis_version: str) -> Analy
     separator = analysis_version.split("/sep-", 1)[-1].split("/", 1)[0]
     method = separator.split("-", 1)[0]
     if method not in SEPARATORS:
-        raise NextvoxError(f"the catalogue {catalogue.path} names an unknown separator ({separator}); run `nextvox analyze` again")
+        raise NextvoxError(f"the catalogue {catalogue.path} names an unknown separator ({separator}); "
+                           f"run `{command_hint('analyze', catalogue.library, catalogue.data_dir)}` again")
     settings = AnalysisSettings(separator=method)
     if method in ("mask", "demucs") and (method == "demucs" or settings.separator_version != separator):
         raise NextvoxError(
             f"{catalogue.library} was analysed with the {separator} separator, whose weights file this catalogue "
-            f"does not name: run `nextvox analyze {catalogue.library} --separator {method} --separator-weights PATH` once"
+            f"does not name: run `{command_hint('analyze', catalogue.library, catalogue.data_dir, '--separator', method, '--separator-weights', 'PATH')}` once"
         )
     return settings
 

@@ -45,6 +45,7 @@ __all__ = [
     "ScanReport",
     "Catalogue",
     "default_data_dir",
+    "command_hint",
     "library_data_dir",
     "remember_data_dir",
     "resolve_library",
@@ -177,6 +178,22 @@ def library_data_dir(library: Path) -> Path:
     return remembered if (remembered / CATALOGUE_FILE).exists() else home
 
 
+def command_hint(command: str, library: Path, data_dir: Path, *extra: str) -> str:
+    """``nextvox COMMAND LIBRARY [EXTRA...] [--data-dir DIR]``, a command for a message to suggest:
+    it names the data directory whenever that is not the library's default, so that the user's
+    choice is kept. ``...`` in ``extra`` stays as it is (the user's own options).
+
+    >>> command_hint("analyze", Path("/m/my music"), Path("/d"))
+    "nextvox analyze '/m/my music' --data-dir /d"
+    """
+    import shlex
+
+    words = ["nextvox", *command.split(), str(library), *extra]
+    if Path(data_dir).expanduser().resolve() != default_data_dir(library).resolve():
+        words += ["--data-dir", str(data_dir)]
+    return " ".join(w if w == "..." else shlex.quote(w) for w in words)
+
+
 def resolve_library(library: Path) -> Path:
     """The absolute library folder, or a NextvoxError saying why it cannot be used."""
     library = Path(library).expanduser()
@@ -242,8 +259,7 @@ class Catalogue:
         self.library = Path(library)
         self.path = self.data_dir / CATALOGUE_FILE
         if not create and not self.path.exists():
-            option = "" if self.data_dir.resolve() == default_data_dir(library).resolve() else f" --data-dir {self.data_dir}"
-            raise NextvoxError(f"no catalogue for this library in {self.data_dir}: run `nextvox analyze {library}{option}` first")
+            raise NextvoxError(f"no catalogue for this library in {self.data_dir}: run `{command_hint('analyze', library, self.data_dir)}` first")
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)

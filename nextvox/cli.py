@@ -57,19 +57,6 @@ def _data_dir(ctx: click.Context, library: Path, data_dir: Path | None) -> Path:
     return Path(chosen).expanduser() if chosen else library_data_dir(library)
 
 
-def _command_hint(command: str, library: Path, data_dir: Path, *extra: str) -> str:
-    """``nextvox COMMAND LIBRARY [...] [--data-dir DIR]``: a command to suggest, with the user's
-    data directory whenever it is not the library's default."""
-    import shlex
-
-    from nextvox.catalogue import default_data_dir
-
-    words = ["nextvox", *command.split(), str(library), *extra]
-    if Path(data_dir).expanduser().resolve() != default_data_dir(library).resolve():
-        words += ["--data-dir", str(data_dir)]
-    return " ".join(w if w == "..." else shlex.quote(w) for w in words)
-
-
 def _version() -> str:
     from nextvox import __version__
 
@@ -168,8 +155,8 @@ def analyze(
 ) -> None:
     """Scan the library and analyse new and changed tracks (incremental, resumable, parallel)."""
     from nextvox.analysis import AnalysisSettings
+    from nextvox.catalogue import command_hint, remember_data_dir
     from nextvox.workflows import analyze_library
-    from nextvox.catalogue import remember_data_dir
 
     # Without separator options, the library keeps the settings it was analysed with.
     settings = AnalysisSettings.from_options(separator, separator_weights)
@@ -212,7 +199,7 @@ def analyze(
     )
     counts = report.counts
     stderr.print(f"catalogue: {counts.get('analyzed', 0)} analysed, {counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending"
-                 + (f" (see `{_command_hint('status', library, chosen)}` for the reasons)" if counts.get("failed") else ""))
+                 + (f" (see `{command_hint('status', library, chosen)}` for the reasons)" if counts.get("failed") else ""))
     if report.gender_note:
         stderr.print(f"gender: {report.gender_note}")
 
@@ -920,7 +907,7 @@ def train_gender_command(
     as_json: bool, data_dir: Path | None,
 ) -> None:
     """Train a gender head on LIBRARY's timbre vectors, with accuracy on singers held out."""
-    from nextvox.catalogue import resolve_library
+    from nextvox.catalogue import command_hint, resolve_library
     from nextvox.gender import use_head
     from nextvox.workflows import train_library_head
 
@@ -949,7 +936,7 @@ def train_gender_command(
         stderr.print(f"now the active head of this library: {predicted.predicted} tracks have a predicted gender"
                      + (f"; {predicted.note}" if predicted.note else ""))
     else:
-        stderr.print(f"to use it: {_command_hint('train gender', library, chosen, '...', '--use')} "
+        stderr.print(f"to use it: {command_hint('train gender', library, chosen, '...', '--use')} "
                      f"(or copy it to {chosen / 'gender_head.json'})", markup=False)
 
 

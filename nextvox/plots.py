@@ -24,7 +24,7 @@ from urllib.parse import quote
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from nextvox.catalogue import Catalogue
+from nextvox.catalogue import Catalogue, command_hint
 from nextvox.constants import GENDERS
 from nextvox.errors import NextvoxError
 from nextvox.gender import library_genders
@@ -266,7 +266,7 @@ def embedding_map(
         raise NextvoxError(f"unknown embedding {embedding!r}: choose one of {', '.join(EMBEDDINGS)}")
     hashes, matrix, versions = catalogue.vectors(embedding)
     if not hashes:
-        raise NextvoxError(f"no {embedding} vectors in the catalogue: run `nextvox analyze` first")
+        raise NextvoxError(f"no {embedding} vectors in the catalogue: run `{command_hint('analyze', catalogue.library, catalogue.data_dir)}` first")
     row_of = {h: i for i, h in enumerate(hashes)}
     tracks = [t for t in catalogue.tracks(status="analyzed") if t.content_hash in row_of]
     if labels is not None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nextvox.catalogue import Catalogue, Track, content_hash
+from nextvox.catalogue import Catalogue, Track, command_hint, content_hash
 from nextvox.constants import GENDERS
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.gender import GENDER_VECTOR
@@ -349,7 +349,8 @@ class Recommender:
         """
         _check(queries, k=k, w_timbre=w_timbre, w_melody=w_melody, filters=filters, diversity=diversity)
         if not len(self.timbre):
-            raise NextvoxError("no analysed tracks in the catalogue yet: run `nextvox analyze` first")
+            raise NextvoxError("no analysed tracks in the catalogue yet: "
+                               f"run `{command_hint('analyze', self.catalogue.library, self.catalogue.data_dir)}` first")
         timbre_query = history_vector(queries, "timbre")
         use_melody = self.melody is not None and all("melody" in q.vectors for q in queries)
         melody_query = history_vector(queries, "melody") if use_melody else None

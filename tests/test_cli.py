@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -219,7 +220,7 @@ def test_the_data_dir_of_analyze_is_remembered_and_named_in_hints(analysed: tupl
     fresh = tmp_path / "other data"
     result = run("status", str(library), "--data-dir", str(fresh))
     assert_one_line_error(result, 1)
-    assert f"nextvox analyze {library} --data-dir {fresh}" in result.stderr.replace("\n", "")
+    assert f"nextvox analyze {library} --data-dir {shlex.quote(str(fresh))}" in result.stderr.replace("\n", "")  # ready to paste
 
 
 def test_a_query_may_be_words_with_did_you_mean(analysed: tuple[Path, Path, dict]) -> None:
