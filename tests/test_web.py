@@ -314,6 +314,16 @@ def test_pointer_at_1366_queue_plays_through_and_exports(server, browser, tmp_pa
         expect(page.locator("#map-caption")).to_contain_text("PCA")
         assert page.locator("#legend li").count() == 4  # four singers, four colours
         assert len(set(page.evaluate("[...state.colours.values()]"))) == 4
+        # Eleven artists get eleven colours (a hash of the names once gave 8 artists about 5).
+        assert page.evaluate("""() => {
+            const saved = state.points;
+            state.points = Array.from({length: 11}, (_, i) => ({artist: `singer ${i}`, x: i, y: i, path: `p${i}`}));
+            assignColours();
+            const distinct = new Set(state.colours.values()).size;
+            state.points = saved;
+            recolour();
+            return distinct;
+        }""") == 11
         page.evaluate("document.getElementById('map').scrollIntoView({block: 'start'})")  # clear of the player bar
         x, y, target = page.evaluate("""() => {
             const canvas = document.getElementById('map'), box = canvas.getBoundingClientRect();
