@@ -197,6 +197,7 @@ def test_serves_an_unanalysed_library_with_a_clear_message(tmp_path: Path) -> No
         assert client.get("/api/map").json()["points"] == []
         body = assert_error(client.get("/api/similar", params={"path": "low/song0.wav"}), 404)
         assert "nothing in this library is analysed yet" in body["error"]
+        assert f"nextvox analyze {library} --data-dir {tmp_path / 'data'}" in body["error"]  # the command to paste
         assert client.get("/").status_code == 200
 
 

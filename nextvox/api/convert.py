@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from nextvox.api.errors import NotFound
 from nextvox.api.schemas import FiltersIn, RecommendationOut, TrackOut
-from nextvox.catalogue import Track
+from nextvox.catalogue import Track, command_hint
 from nextvox.recommend import Filters, Query, Recommendation, Recommender
 
 __all__ = ["audio_url", "track_out", "recommendation_out", "filters_of", "notes_for", "library_query"]
@@ -55,7 +55,8 @@ def notes_for(recommender: Recommender, gender: str | None, w_melody: float) -> 
 def library_query(recommender: Recommender, path: str, *, weight: float = 1.0) -> Query:
     """The query of a library track; 404 when the library has no such track."""
     if not recommender.tracks_by_hash:
-        raise NotFound("nothing in this library is analysed yet: run `nextvox analyze LIBRARY` (the server sees it at once)")
+        hint = command_hint("analyze", recommender.catalogue.library, recommender.catalogue.data_dir)
+        raise NotFound(f"nothing in this library is analysed yet: run `{hint}` (the server sees it at once)")
     if path not in recommender.tracks_by_path:
         raise NotFound(f"no such track in the library: {path}")
     return recommender.track_query(path, weight=weight)
