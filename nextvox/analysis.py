@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from nextvox.audio import load_excerpt, native_stderr_to
 from nextvox.catalogue import Catalogue, ScanReport, command_hint, resolve_library, scan_library
-from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ
+from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ, SAMPLE_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint
 from nextvox.models import tcae
@@ -41,6 +42,8 @@ __all__ = [
     "melody_model_version",
     "track_log_mel",
     "analyze_track",
+    "analyze_file",
+    "load_worker_models",
     "analyze_library",
     "embed",
 ]
@@ -198,6 +201,9 @@ class AnalyzeReport:
     gender_note: str | None = None
     # What the run analysed with (now stored in the catalogue).
     settings: AnalysisSettings | None = None
+    engine: str = "local"
+    # Tracks analysed or failed in this run on each machine (a Ray node id; "local" for the local engine).
+    tracks_per_node: dict[str, int] = field(default_factory=dict)
 
 
 def embed(
@@ -314,8 +320,11 @@ def _worker_init(log_path: str, parent_pid: int) -> None:
     native_stderr_to(log_path).__enter__()
 
 
-def _work(path: str, content_hash: str, settings: AnalysisSettings, cache_root: str | None) -> tuple[str, object]:
-    """Run in a worker: ("ok", TrackAnalysis) or ("failed", reason). Never raises for bad input."""
+def analyze_file(path: str, content_hash: str, settings: AnalysisSettings, cache_root: str | None) -> tuple[str, object]:
+    """:func:`analyze_track` as a worker runs it: ("ok", TrackAnalysis) or ("failed", reason).
+
+    Never raises for bad input: a file's failure is a result, recorded with its reason.
+    """
     cache = MelCache(Path(cache_root), separator=settings.separator_version, excerpt_version=EXCERPT_VERSION) if cache_root else None
     try:
         return "ok", analyze_track(Path(path), content_hash=content_hash, settings=settings, cache=cache)
@@ -327,6 +336,25 @@ def _work(path: str, content_hash: str, settings: AnalysisSettings, cache_root: 
         return "failed", "out of memory while analysing this file"
     except Exception as error:  # a decoder's unexpected failure on one file must not stop the run
         return "failed", f"could not analyse: {type(error).__name__}: {error}"
+
+
+def load_worker_models(settings: AnalysisSettings) -> str:
+    """Load the models of an analysis into this process (a Ray actor's set-up): one thread, like a local worker.
+
+    Returns
+    -------
+    str
+        The analysis version as this process sees it (its weights' hashes), for the driver to
+        check against its own: a node with other weights would store vectors under a wrong version.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    # Four seconds of quiet noise through every stage: loads the weights and warms torch's kernels.
+    noise = (0.01 * np.random.default_rng(0).standard_normal(4 * SAMPLE_RATE_HZ)).astype(np.float32)
+    spectrogram = log_mel(separate(noise, method=settings.separator, weights=settings.separator_weights))
+    embed(spectrogram, n_valid_frames=spectrogram.shape[1])
+    return settings.version
 
 
 def _new_pool(jobs: int, log_path: Path) -> ProcessPoolExecutor:
@@ -351,6 +379,8 @@ def analyze_library(
     retry_failed: bool = False,
     on_scan: Callable[[int, int], None] | None = None,
     on_track: Callable[[int, int, float], None] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> AnalyzeReport:
     """Scan ``library`` and analyse every track that has no up-to-date analysis.
 
@@ -361,7 +391,7 @@ def analyze_library(
     data_dir : Path
         Where the catalogue and the spectrogram cache live.
     jobs : int, optional
-        Worker processes; one per core by default.
+        Worker processes (``local``) or actors (``ray``); one per core of the machine or cluster by default.
     settings : AnalysisSettings, optional
         What to analyse with; they become the library's stored settings. None: the library's
         own (:func:`library_settings`), so that a later run keeps what the first one chose.
@@ -371,8 +401,23 @@ def analyze_library(
         Called as new files are hashed.
     on_track : callable(done, total, audio_seconds), optional
         Called as tracks finish, with the seconds of audio analysed so far.
+    engine : {"local", "ray"}
+        ``local``: a process pool on this machine. ``ray``: a Ray Data job
+        (:mod:`nextvox.distributed`) on the cluster at ``ray_address``, or on a local Ray
+        instance when None; every node must see the library at the same path.
+    ray_address : str, optional
+        The Ray cluster (``host:port``, ``auto``, ``ray://host:10001``); only with ``engine="ray"``.
     """
+    if engine not in ("local", "ray"):
+        raise NextvoxError(f"unknown engine {engine!r}: choose local or ray")
+    if ray_address is not None and engine != "ray":
+        raise NextvoxError("a Ray address needs the ray engine (--engine ray)")
     library = resolve_library(library)
+    if engine == "ray":
+        from nextvox.distributed import import_ray
+
+        import_ray()  # without Ray, say how to install it before scanning anything
+    ray_actors = jobs
     jobs = max(1, jobs or os.cpu_count() or 1)
     started = time.perf_counter()
     catalogue = Catalogue(data_dir, library=library)
@@ -387,7 +432,12 @@ def analyze_library(
             stale = track.status == "analyzed" and catalogue.analysis_version(track.content_hash) != version
             if track.status == "pending" or stale or (retry_failed and track.status == "failed" and track.content_hash):
                 todo.setdefault(track.content_hash, track.path)
-        _run_pool(catalogue, todo, jobs=jobs, settings=settings, report=report, on_track=on_track)
+        report.engine = engine
+        if engine == "ray":
+            _run_ray(catalogue, todo, actors=ray_actors, address=ray_address, settings=settings, report=report, on_track=on_track)
+        else:
+            _run_pool(catalogue, todo, jobs=jobs, settings=settings, report=report, on_track=on_track)
+            report.tracks_per_node = {"local": report.analyzed + report.failed} if todo else {}
         report.counts = catalogue.status_counts()
     finally:
         catalogue.close()
@@ -427,7 +477,7 @@ def _run_pool(
                     source = batch if alone else queue
                     while source and len(in_flight) < (1 if alone else 2 * jobs):
                         digest, rel = source.pop(0)
-                        in_flight[pool.submit(_work, str(catalogue.library / rel), digest, settings, cache_root)] = (digest, rel)
+                        in_flight[pool.submit(analyze_file, str(catalogue.library / rel), digest, settings, cache_root)] = (digest, rel)
                     if not in_flight:
                         break
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -460,6 +510,59 @@ def _run_pool(
         _stop(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _run_ray(
+    catalogue: Catalogue,
+    todo: dict[str, str],
+    *,
+    actors: int | None,
+    address: str | None,
+    settings: AnalysisSettings,
+    report: AnalyzeReport,
+    on_track: Callable[[int, int, float], None] | None,
+) -> None:
+    """Analyse ``todo`` (hash -> path) as a Ray Data job, recording each result as it lands.
+
+    The actors run :func:`analyze_file` after :func:`load_worker_models`; the driver (this
+    process) is the only writer of the catalogue. Every node must see the library folder
+    (and, for the spectrogram cache to be shared, the data directory) at the same path.
+    """
+    from functools import partial
+
+    from nextvox.distributed import map_on_ray
+
+    version = settings.version
+    items = [{"path": str(catalogue.library / rel), "content_hash": digest} for digest, rel in todo.items()]
+    cache_root = str(catalogue.data_dir / "cache")
+    done = 0
+    results = map_on_ray(
+        items, key="content_hash", function=partial(analyze_file, settings=settings, cache_root=cache_root),
+        setup=partial(load_worker_models, settings), address=address, actors=actors,
+    )  # fmt: skip
+    try:
+        with closing(results):
+            for landed in results:
+                digest = landed.item["content_hash"]
+                if landed.lost:
+                    kind, result = "failed", "the worker process died on this file (a decoder crash or out of memory)"
+                elif landed.setup != version:
+                    raise NextvoxError(
+                        f"Ray node {landed.node_id[:12]} runs other models than this machine (analysis version "
+                        f"{landed.setup} instead of {version}): install the same nextvox on every node"
+                    )
+                else:
+                    kind, result = landed.result
+                _record(catalogue, digest, todo[digest], kind, result, report, version)
+                node = landed.node_id or "lost"
+                report.tracks_per_node[node] = report.tracks_per_node.get(node, 0) + 1
+                done += 1
+                if on_track:
+                    on_track(done, len(todo), report.audio_s)
+    except KeyboardInterrupt:
+        raise NextvoxError(
+            f"interrupted: {report.analyzed} tracks analysed in this run are saved; run analyze again to go on"
+        ) from None
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

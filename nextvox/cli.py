@@ -146,14 +146,22 @@ def demo(directory: Path, singers: int, songs: int, seed: int, voices: str, prod
 @separator_option
 @separator_weights_option
 @click.option("--retry-failed", is_flag=True, help="Try failed files again even if unchanged.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: worker processes on this machine; ray: a Ray Data job (pip install 'nextvox[ray]'), "
+                   "--jobs then counts actors.")
+@click.option("--ray-address", metavar="ADDRESS",
+              help="Ray cluster to run on (host:port, auto, ray://host:10001); default: a local Ray instance. "
+                   "Every node must see LIBRARY at the same path.")
 @json_flag
 @data_dir_option
 @click.pass_context
 def analyze(
     ctx: click.Context, library: Path, jobs: int | None, separator: str | None, separator_weights: Path | None,
-    retry_failed: bool, as_json: bool, data_dir: Path | None,
+    retry_failed: bool, engine: str, ray_address: str | None, as_json: bool, data_dir: Path | None,
 ) -> None:
     """Scan the library and analyse new and changed tracks (incremental, resumable, parallel)."""
+    if ray_address is not None and engine != "ray":
+        raise click.UsageError("--ray-address needs --engine ray")
     from nextvox.analysis import AnalysisSettings
     from nextvox.catalogue import command_hint, remember_data_dir
     from nextvox.workflows import analyze_library
@@ -172,6 +180,8 @@ def analyze(
             jobs=jobs,
             settings=settings,
             retry_failed=retry_failed,
+            engine=engine,
+            ray_address=ray_address,
             on_scan=lambda done, total: progress.update(scan_task, completed=done, total=total),
             on_track=lambda done, total, audio_s: progress.update(
                 track_task, completed=done, total=total, audio_s=audio_s, visible=True
@@ -187,6 +197,8 @@ def analyze(
         "seconds_per_stage": {k: round(v, 3) for k, v in report.seconds_per_stage.items()},
         "counts": report.counts,
         "gender_note": report.gender_note,
+        "engine": report.engine,
+        "tracks_per_node": report.tracks_per_node,
     }
     if as_json:
         print(json.dumps(summary))

@@ -30,6 +30,8 @@ def analyze_library(
     retry_failed: bool = False,
     on_scan: Callable[[int, int], None] | None = None,
     on_track: Callable[[int, int, float], None] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> AnalyzeReport:
     """``nextvox analyze``: analyse new and changed tracks (:func:`nextvox.analysis.analyze_library`),
     then predict every track's voice gender with the data directory's active head.
@@ -37,8 +39,8 @@ def analyze_library(
     Parameters are :func:`nextvox.analysis.analyze_library`'s; the report's ``gender_note``
     says why some tracks have no predicted gender.
     """
-    report = analysis.analyze_library(library, data_dir=data_dir, jobs=jobs, settings=settings,
-                                      retry_failed=retry_failed, on_scan=on_scan, on_track=on_track)  # fmt: skip
+    report = analysis.analyze_library(library, data_dir=data_dir, jobs=jobs, settings=settings, retry_failed=retry_failed,
+                                      on_scan=on_scan, on_track=on_track, engine=engine, ray_address=ray_address)  # fmt: skip
     started = time.perf_counter()
     with Catalogue(data_dir, library=resolve_library(library)) as catalogue:
         report.gender_note = predict_library_genders(catalogue, active_head(data_dir)).note

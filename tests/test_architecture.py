@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("models", "models.")),
     ("separation", ("separation",)),
     ("store", ("catalogue", "index")),
+    ("engines", ("distributed",)),
     ("analysis", ("analysis",)),
     ("gender", ("gender",)),
     ("search", ("recommend", "playlists", "voicepath")),
