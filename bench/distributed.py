@@ -36,9 +36,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from analyze import build_library  # noqa: E402
 
-from nextvox.analysis import AnalysisSettings, analyze_library, analyze_track  # noqa: E402
+from nextvox.analysis import AnalysisSettings, analyze_track  # noqa: E402
 from nextvox.catalogue import Catalogue  # noqa: E402
 from nextvox.distributed import local_cluster  # noqa: E402
+from nextvox.workflows import analyze_library  # noqa: E402
 
 
 def run(library: Path, data: Path, *, engine: str, jobs: int | None, address: str | None = None) -> dict:
