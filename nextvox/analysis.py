@@ -21,15 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from nextvox.audio import load_excerpt, native_stderr_to
-from nextvox.catalogue import Catalogue, ScanReport, command_hint, resolve_library, scan_library
+from nextvox.audio import load_excerpt, redirect_native_stderr
+from nextvox.catalogue import Catalogue, ScanReport, command_hint, resolve_library, scan_library, track_file
+from nextvox.catalogue import content_hash as file_content_hash
 from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ, SAMPLE_RATE_HZ
-from nextvox.errors import AudioError, NextvoxError
+from nextvox.errors import AudioError, FileChangedError, NextvoxError
 from nextvox.features import MelCache, log_mel, recording_fingerprint
 from nextvox.models import tcae
 from nextvox.models.tcae import AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS
 from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
-from nextvox.processes import die_with_parent
+from nextvox.processes import TimeLimitExceeded, die_with_parent, time_limit
 from nextvox.separation import DEFAULT_SEPARATOR, SEPARATORS, separate, separator_version
 
 __all__ = [
@@ -51,6 +52,10 @@ __all__ = [
 EXCERPT_VERSION = 1  # bump when the excerpt rule of nextvox.audio changes
 FINGERPRINT_VERSION = "mel-thumbnail-1"
 STAGES = ("decode", "separation", "features", "inference")
+# A track that gives no result in this time is abandoned (a file on a stalled network disk, a
+# decoder stuck on a damaged stream). The slowest separator, Demucs on one core, takes about
+# 20 s for an excerpt: the limit is well above any honest track.
+TRACK_TIME_LIMIT_S = 300.0
 # bf16 autocast for the timbre encoder: about 2x the excerpts per second of float32 on this
 # project's CPUs (bench/results/timbre_speed.md), vectors within 0.01 cosine of float32.
 INFERENCE_BF16 = True
@@ -254,10 +259,16 @@ def track_log_mel(
     seconds_per_stage : dict
         ``decode``, ``separation``, ``features`` (zeros for a cached spectrogram).
 
+    With a ``content_hash``, the result is bound to those bytes: the file is hashed before
+    decoding and checked unchanged after it, so a file replaced in the meantime never puts
+    its spectrogram under the old content's hash.
+
     Raises
     ------
     AudioError
         When the file cannot give usable audio; the message is the reason.
+    FileChangedError
+        When the file's bytes are not those of ``content_hash`` or changed while decoding.
     """
     timings = {stage: 0.0 for stage in ("decode", "separation", "features")}
     cached = cache.load(content_hash) if cache is not None and content_hash else None
@@ -265,7 +276,17 @@ def track_log_mel(
         spectrogram, start_s, duration_s = cached
         return spectrogram, start_s, duration_s, timings
     t0 = time.perf_counter()
+    if content_hash:
+        try:
+            before = _file_identity(path)
+            now = file_content_hash(path)
+        except FileNotFoundError:
+            raise AudioError("file vanished before it could be read") from None
+        if now != content_hash:
+            raise FileChangedError(f"{path} changed after it was scanned")
     excerpt = load_excerpt(path)
+    if content_hash and _file_identity(path) != before:
+        raise FileChangedError(f"{path} changed while it was decoded")
     t1 = time.perf_counter()
     vocals = separate(excerpt.valid_samples, method=settings.separator, weights=settings.separator_weights)
     t2 = time.perf_counter()
@@ -275,6 +296,12 @@ def track_log_mel(
     if cache is not None and content_hash:
         cache.store(content_hash, spectrogram, start_s=excerpt.start_s, duration_s=excerpt.duration_s)
     return spectrogram, excerpt.start_s, excerpt.duration_s, timings
+
+
+def _file_identity(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced or written: device, inode, size, mtime, ctime (ns)."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def analyze_track(
@@ -317,19 +344,28 @@ def _worker_init(log_path: str, parent_pid: int) -> None:
     # One process per core: more threads per process only contend.
     torch.set_num_threads(1)
     # For the worker's whole life: native decoders' notes go to a log under the data directory.
-    native_stderr_to(log_path).__enter__()
+    redirect_native_stderr(log_path)
 
 
 def analyze_file(path: str, content_hash: str, settings: AnalysisSettings, cache_root: str | None) -> tuple[str, object]:
-    """:func:`analyze_track` as a worker runs it: ("ok", TrackAnalysis) or ("failed", reason).
+    """:func:`analyze_track` as a worker runs it: ("ok", TrackAnalysis), ("failed", reason) or ("changed", reason).
 
-    Never raises for bad input: a file's failure is a result, recorded with its reason.
+    Never raises for bad input: a file's failure is a result, recorded with its reason; a
+    file whose bytes changed since its scan gives "changed" (nothing to record: the next scan
+    hashes it again). A track that gives no result in ``TRACK_TIME_LIMIT_S`` is abandoned.
     """
     cache = MelCache(Path(cache_root), separator=settings.separator_version, excerpt_version=EXCERPT_VERSION) if cache_root else None
     try:
-        return "ok", analyze_track(Path(path), content_hash=content_hash, settings=settings, cache=cache)
+        with time_limit(TRACK_TIME_LIMIT_S):
+            return "ok", analyze_track(Path(path), content_hash=content_hash, settings=settings, cache=cache)
+    except TimeLimitExceeded:
+        return "failed", f"abandoned: no result after {TRACK_TIME_LIMIT_S:g} s (a stalled disk or decoder)"
+    except FileChangedError as error:
+        return "changed", str(error)
     except AudioError as error:
         return "failed", str(error)
+    except NextvoxError:
+        raise  # a configuration error (missing weights, a separator that cannot run) stops the run: no track is at fault
     except FileNotFoundError:
         return "failed", "file vanished during analysis"
     except MemoryError:
@@ -477,7 +513,7 @@ def _run_pool(
                     source = batch if alone else queue
                     while source and len(in_flight) < (1 if alone else 2 * jobs):
                         digest, rel = source.pop(0)
-                        in_flight[pool.submit(analyze_file, str(catalogue.library / rel), digest, settings, cache_root)] = (digest, rel)
+                        in_flight[pool.submit(analyze_file, str(track_file(catalogue.library, rel)), digest, settings, cache_root)] = (digest, rel)
                     if not in_flight:
                         break
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -533,7 +569,7 @@ def _run_ray(
     from nextvox.distributed import map_on_ray
 
     version = settings.version
-    items = [{"path": str(catalogue.library / rel), "content_hash": digest} for digest, rel in todo.items()]
+    items = [{"path": str(track_file(catalogue.library, rel)), "content_hash": digest} for digest, rel in todo.items()]
     cache_root = str(catalogue.data_dir / "cache")
     done = 0
     results = map_on_ray(
@@ -576,6 +612,8 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 def _record(
     catalogue: Catalogue, digest: str, rel: str, kind: str, result: object, report: AnalyzeReport, version: str
 ) -> None:
+    if kind == "changed":
+        return  # the result belongs to no known content: the track stays pending, the next scan hashes it again
     if kind == "failed":
         if result == "file vanished during analysis":
             catalogue.record_failure(path=rel, error=str(result))

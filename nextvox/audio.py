@@ -20,8 +20,8 @@ window away from them; a song sung throughout is taken from its middle.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ __all__ = [
     "read_window",
     "choose_excerpt_start_s",
     "load_excerpt",
-    "native_stderr_to",
+    "redirect_native_stderr",
 ]
 
 AUDIO_EXTENSIONS = frozenset(
@@ -79,22 +79,37 @@ class Excerpt:
         return self.samples[: self.n_valid]
 
 
-@contextmanager
-def native_stderr_to(path: str | os.PathLike) -> Iterator[None]:
-    """Send what native decoders (mpg123, FFmpeg) print on file descriptor 2 to ``path``.
+def redirect_native_stderr(path: str | os.PathLike) -> None:
+    """From now on, send what native decoders (mpg123, FFmpeg) print on file descriptor 2 to ``path``.
 
     They write notes about damaged files straight to the process's stderr, which would
-    break the command line's one-line error contract and draw over progress bars.
+    break the command line's one-line error contract and draw over progress bars. Python's
+    own stderr (messages, logging, tracebacks) keeps going where fd 2 went before, through a
+    copy of that descriptor.
+
+    File descriptor 2 belongs to the whole process: it is changed here once, for the rest
+    of the process's life, and only from the main thread. Swapping it around each piece of
+    work would race between threads (two concurrent uploads each restoring the other's
+    redirection left the server without a stderr).
+
+    Raises
+    ------
+    RuntimeError
+        When called from another thread than the main one.
     """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("redirect_native_stderr changes the whole process's fd 2: call it from the main thread")
+    global _python_stderr_kept
+    if not _python_stderr_kept:
+        sys.stderr.flush()
+        sys.stderr = open(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+        _python_stderr_kept = True
     target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    saved = os.dup(2)
     os.dup2(target, 2)
     os.close(target)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+
+
+_python_stderr_kept = False  # whether sys.stderr already writes to its own copy of fd 2
 
 
 def _to_mono_16k(block: np.ndarray, sample_rate_hz: int) -> np.ndarray:

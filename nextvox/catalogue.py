@@ -29,7 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -50,6 +52,8 @@ __all__ = [
     "remember_data_dir",
     "resolve_library",
     "content_hash",
+    "catalogue_path",
+    "track_file",
     "read_tags",
     "scan_library",
 ]
@@ -207,12 +211,42 @@ def resolve_library(library: Path) -> Path:
 
 
 def content_hash(path: Path) -> str:
-    """BLAKE2b digest (32 hex characters) of a file's bytes: the identity of its content."""
+    """BLAKE2b digest (32 hex characters) of a file's bytes: the identity of its content.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read, or is not a regular file (a FIFO, a device): opened
+        without blocking and refused, since reading one would wait forever.
+    """
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(descriptor, "rb") as f:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(f"not a regular file: {path}")
         while chunk := f.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def catalogue_path(relative: str) -> str:
+    """The text the catalogue keeps for a library-relative path as the file system gave it.
+
+    File names are bytes; most are UTF-8, and stay as they are. A name that is not (an old
+    Latin-1 rip: ``b"caf\\xe9.mp3"``) reaches Python with surrogate escapes that no UTF-8
+    text can hold; its undecodable bytes are written ``\\xNN`` instead (``caf\\xe9.mp3``), which
+    shows the name and is turned back into the file by :func:`track_file`.
+    """
+    return os.fsencode(relative).decode("utf-8", "backslashreplace")
+
+
+def track_file(library: Path, path: str) -> Path:
+    """The file of a catalogue ``path`` under ``library``: the inverse of :func:`catalogue_path`."""
+    direct = Path(library) / path
+    if "\\x" not in path or os.path.lexists(direct):
+        return direct
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda match: bytes([int(match[1], 16)]), path.encode("utf-8"))
+    return Path(library) / os.fsdecode(raw)
 
 
 _ID3_FRAMES = {"artist": "TPE1", "title": "TIT2", "album": "TALB", "genre": "TCON"}
@@ -479,8 +513,8 @@ IGNORE_MARKER = ".nomedia"  # the media scanners' convention: a folder holding t
 
 
 def _walk_audio_files(root: Path) -> Iterator[Path]:
-    """Audio files under ``root`` (by extension), skipping hidden files and folders and
-    sub-folders that hold an ``IGNORE_MARKER`` file."""
+    """Files named like audio under ``root`` (by extension), skipping hidden files and folders
+    and sub-folders that hold an ``IGNORE_MARKER`` file."""
     for folder, subfolders, files in os.walk(root, onerror=None, followlinks=False):
         subfolders[:] = sorted(
             d for d in subfolders if not d.startswith(".") and not (Path(folder) / d / IGNORE_MARKER).exists()
@@ -508,9 +542,12 @@ def scan_library(
     on_disk: dict[str, os.stat_result] = {}
     for file in _walk_audio_files(root):
         try:
-            on_disk[file.relative_to(root).as_posix()] = file.stat()
+            info = file.stat()
         except OSError:
-            continue  # vanished between listing and stat: it is not in the library
+            continue  # vanished between listing and stat (or a broken link): it is not in the library
+        # A FIFO, socket or device named like audio is no song, and reading one can block forever.
+        if stat.S_ISREG(info.st_mode):
+            on_disk[catalogue_path(file.relative_to(root).as_posix())] = info
     to_hash = [p for p, st in on_disk.items() if p not in known or (known[p].size_bytes, known[p].mtime_ns) != (st.st_size, st.st_mtime_ns)]
     removed = [p for p in known if p not in on_disk]
     removed_hashes = {known[p].content_hash for p in removed}
@@ -518,7 +555,7 @@ def scan_library(
     rows = []
     new = changed = moved = 0
     for i, rel in enumerate(to_hash):
-        path = root / rel
+        path = track_file(root, rel)
         try:
             digest = content_hash(path)
         except OSError as error:

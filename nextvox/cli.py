@@ -8,6 +8,7 @@ one JSON document on stdout and nothing else there; exit 0 on success, 2 on a us
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -28,6 +29,17 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 # Wide enough that a table piped to a file or a pager keeps one line per row.
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+class FiniteFloatRange(click.FloatRange):
+    """A float option in a range that refuses ``nan`` and ``inf`` (they pass every comparison test
+    or none, and turn a score into ``NaN``, which strict JSON readers reject)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
 
 data_dir_option = click.option(
     "--data-dir",
@@ -104,6 +116,13 @@ def _progress(enabled: bool = True) -> Iterator[Progress]:
     )
     with progress:
         yield progress
+
+
+def _decoder_notes_to_log(data_dir: Path) -> None:
+    """Native decoders' notes on damaged files go to DATA_DIR/decoder.log, not over our one-line messages."""
+    from nextvox.audio import redirect_native_stderr
+
+    redirect_native_stderr(Path(data_dir) / "decoder.log")
 
 
 # ---- demo ------------------------------------------------------------------------------------
@@ -333,7 +352,7 @@ def _history_weights(weights: str | None, n_queries: int) -> list[float]:
         values = [float(w) for w in weights.split(",")]
     except ValueError:
         raise click.UsageError(f"--weights must be numbers separated by commas: {weights}") from None
-    if len(values) != n_queries or any(w <= 0 for w in values):
+    if len(values) != n_queries or not all(math.isfinite(w) and w > 0 for w in values):
         raise click.UsageError(f"--weights needs {n_queries} positive numbers, one per query")
     return values
 
@@ -342,13 +361,13 @@ def _history_weights(weights: str | None, n_queries: int) -> list[float]:
 @library_argument
 @click.argument("query", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "--k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of recommendations.")
-@click.option("--melody-weight", type=click.FloatRange(min=0.0), help="Weight of melody similarity in the score.")
-@click.option("--timbre-weight", type=click.FloatRange(min=0.0), help="Weight of voice (timbre) similarity in the score.")
+@click.option("--melody-weight", type=FiniteFloatRange(min=0.0), help="Weight of melody similarity in the score.")
+@click.option("--timbre-weight", type=FiniteFloatRange(min=0.0), help="Weight of voice (timbre) similarity in the score.")
 @click.option("--weights", help="Weights of the queries of a listening history, comma-separated (default: equal).")
 @_filter_options
 @click.option("--per-artist", type=click.IntRange(min=0), default=3, show_default=True,
               help="At most this many results per artist (0: no cap).")
-@click.option("--mmr", "mmr_lambda", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+@click.option("--mmr", "mmr_lambda", type=FiniteFloatRange(0.0, 1.0), default=1.0, show_default=True,
               help="Maximal marginal relevance lambda: 1 ranks by score alone, lower values vary the voices.")
 @json_flag
 @data_dir_option
@@ -368,13 +387,16 @@ def recommend(
     from nextvox.recommend import DEFAULT_W_MELODY, DEFAULT_W_TIMBRE, Diversity, recommend as recommend_tracks, resolve_query
 
     history_weights = _history_weights(weights, len(query))
+    w_timbre = DEFAULT_W_TIMBRE if timbre_weight is None else timbre_weight
+    w_melody = DEFAULT_W_MELODY if melody_weight is None else melody_weight
+    if w_timbre == 0 and w_melody == 0:
+        raise click.UsageError("--timbre-weight and --melody-weight cannot both be 0")
     root = resolve_library(library)
     with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        _decoder_notes_to_log(catalogue.data_dir)
         queries = [resolve_query(catalogue, q, weight=w) for q, w in zip(query, history_weights)]
         results = recommend_tracks(
-            catalogue, queries, k=k,
-            w_timbre=DEFAULT_W_TIMBRE if timbre_weight is None else timbre_weight,
-            w_melody=DEFAULT_W_MELODY if melody_weight is None else melody_weight,
+            catalogue, queries, k=k, w_timbre=w_timbre, w_melody=w_melody,
             filters=_filters(root, exclude_artist, heard, genre, gender),
             diversity=Diversity(mmr_lambda=mmr_lambda, per_artist=per_artist or None),
         )
@@ -405,7 +427,7 @@ def _print_tracks(results) -> None:
 @click.option("-n", "--n", "n", type=click.IntRange(min=1), default=50, show_default=True, help="Songs in the radio.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the playlist here; the extension picks the format: .m3u8 or .xspf.")
-@click.option("--follow", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+@click.option("--follow", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="0 keeps every song near the seed's voice; 1 lets each song lead to the next.")
 @click.option("--to-server", "to_server", metavar="NAME",
               help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
@@ -432,6 +454,7 @@ def radio(
         raise click.UsageError(f"--out must end in .m3u8 or .xspf: {out}")
     root = resolve_library(library)
     with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        _decoder_notes_to_log(catalogue.data_dir)
         seeds = [resolve_query(catalogue, s) for s in seed]
         songs = make_radio(Recommender(catalogue), seeds, n=n, follow=follow,
                            filters=_filters(root, exclude_artist, heard, genre, gender))
@@ -460,7 +483,7 @@ def radio(
               help="Songs in the path, FROM and TO included.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the playlist here; the extension picks the format: .m3u8 or .xspf.")
-@click.option("--follow", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+@click.option("--follow", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="0 keeps each song nearest its point on the way; 1 lets the song before decide.")
 @click.option("--to-server", "to_server", metavar="NAME",
               help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
@@ -486,6 +509,7 @@ def path(
         raise click.UsageError(f"--out must end in .m3u8 or .xspf: {out}")
     root = resolve_library(library)
     with Catalogue(_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        _decoder_notes_to_log(catalogue.data_dir)
         ends = [resolve_query(catalogue, track, settings=AnalysisSettings()) for track in (start, end)]
         songs = voice_path(Recommender(catalogue), ends[0], ends[1], n=n, follow=follow,
                            filters=_filters(root, exclude_artist, heard, genre, gender))
@@ -650,7 +674,7 @@ def mpd(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (only this machine by default).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option("--no-analyze", is_flag=True, help="Serve the catalogue as it is, without analysing new tracks first.")
-@click.option("--max-upload-mb", type=click.FloatRange(min=0.1), default=50.0, show_default=True,
+@click.option("--max-upload-mb", type=FiniteFloatRange(min=0.1), default=50.0, show_default=True,
               help="Largest audio file accepted by the upload query.")
 @jobs_option
 @data_dir_option
@@ -677,6 +701,7 @@ def serve(
         stderr.print(f"catalogue: {report.counts.get('analyzed', 0)} analysed, {report.counts.get('failed', 0)} failed")
     application = create_app(root, chosen_data_dir, max_upload_bytes=int(max_upload_mb * 2**20))
     stderr.print(f"nextvox serving {root} on http://{host}:{port}/ (Ctrl-C stops)")
+    _decoder_notes_to_log(chosen_data_dir)  # uploads are decoded in threads: fd 2 is set once, here
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
@@ -691,7 +716,7 @@ def serve(
 @separator_option
 @separator_weights_option
 @click.option("--model", type=click.Path(path_type=Path), help="Folder of other trained weights to evaluate.")
-@click.option("--melody-weight", type=click.FloatRange(min=0.0), help="Melody weight of the combined score.")
+@click.option("--melody-weight", type=FiniteFloatRange(min=0.0), help="Melody weight of the combined score.")
 @data_dir_option
 @click.pass_context
 def evaluate(
@@ -730,7 +755,7 @@ def self_supervised_options(model: str) -> Callable:
     """The options every self-supervised ``train`` command shares; ``model`` names its weights file and default folder."""
     options = [
         click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Optimiser steps."),
-        click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), help="Peak learning rate (default: 2e-3 from scratch, 5e-4 fine-tuning)."),
+        click.option("--lr", type=FiniteFloatRange(min=0.0, min_open=True), help="Peak learning rate (default: 2e-3 from scratch, 5e-4 fine-tuning)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data order, augmentations and initial weights."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help=f"Folder for checkpoint.pt, {model}.pt, train.json and loss.png. Default: DATA_DIR/models/{model}."),
@@ -756,7 +781,7 @@ def self_supervised_options(model: str) -> Callable:
               help="Role of pitch shift: an ordinary augmentation, an extra negative (Yakura et al. 2022), or unused.")
 @click.option("--time-stretch", type=click.Choice(["positive", "negative", "off"]), default="positive", show_default=True,
               help="Role of time stretch, as for --pitch-shift.")
-@click.option("--register-shift", type=click.FloatRange(min=0.0), default=4.0, show_default=True,
+@click.option("--register-shift", type=FiniteFloatRange(min=0.0), default=4.0, show_default=True,
               help="Every view sung up to this many semitones higher or lower with its formants kept (0: off).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=48, show_default=True, help="Excerpts per step.")
 @self_supervised_options("timbre")
@@ -826,9 +851,9 @@ def _train_on_library(
 
 @train.command("tcae", context_settings=CONTEXT)
 @library_argument
-@click.option("--contrastive-weight", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+@click.option("--contrastive-weight", type=FiniteFloatRange(min=0.0), default=1.0, show_default=True,
               help="Weight of the key- and tempo-invariant contrastive term; 0 trains the plain reconstruction TCAE.")
-@click.option("--centre-s", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+@click.option("--centre-s", type=FiniteFloatRange(min=0.0), default=2.0, show_default=True,
               help="Seconds of the causal running mean removed from each band (0: a fixed affine input, the plain TCAE).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Crops per step.")
 @click.option("--crop-frames", type=click.IntRange(min=16), default=384, show_default=True,

@@ -4,7 +4,7 @@ The CLI turns a :class:`NextvoxError` into one line on stderr and exit status 1,
 the HTTP API into a 4xx answer; anything else escaping is a bug.
 """
 
-__all__ = ["NextvoxError", "AudioError", "MissingDependencyError", "CatalogueError"]
+__all__ = ["NextvoxError", "AudioError", "FileChangedError", "MissingDependencyError", "CatalogueError"]
 
 
 class NextvoxError(Exception):
@@ -13,6 +13,10 @@ class NextvoxError(Exception):
 
 class AudioError(NextvoxError):
     """A file could not be decoded into usable audio (corrupt, empty, not audio, silent)."""
+
+
+class FileChangedError(NextvoxError):
+    """A file's bytes are not (or no longer) those of the content being analysed: its result is discarded."""
 
 
 class MissingDependencyError(NextvoxError):

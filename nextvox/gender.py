@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nextvox.catalogue import Catalogue
+from nextvox.catalogue import Catalogue, track_file
 from nextvox.constants import GENDERS
 from nextvox.errors import NextvoxError
 from nextvox.labels import normalise_gender, read_track_labels
@@ -539,7 +539,7 @@ def train_catalogue_head(catalogue: Catalogue, *, labels_csv: Path | None = None
         labels = read_track_labels(labels_csv, library=library, required=("gender",))
         label_source = str(labels_csv)
     else:
-        labels = {t.path: {"gender": g} for t in tracks if (g := read_gender_tag(library / t.path))}
+        labels = {t.path: {"gender": g} for t in tracks if (g := read_gender_tag(track_file(library, t.path)))}
         label_source = "tags"
     labelled = [t for t in tracks if labels.get(t.path, {}).get("gender") and t.content_hash in row_of]
     if len(labelled) < 2:

@@ -5,7 +5,7 @@ closed terminal) keeps its models in memory (about 470 MB each) and goes on deco
 nobody; :func:`die_with_parent` makes the kernel end it. SIGTERM (``kill``, systemd, a
 container stop) must save what is done and print the same line as Ctrl-C:
 :func:`sigterm_as_interrupt` turns it into the ``KeyboardInterrupt`` the commands already
-handle.
+handle. :func:`time_limit` bounds a piece of work that may block (a read from a stalled disk).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["die_with_parent", "sigterm_as_interrupt"]
+__all__ = ["die_with_parent", "sigterm_as_interrupt", "TimeLimitExceeded", "time_limit"]
 
 # prctl(2) option: the signal this process gets when the thread that created it ends.
 PR_SET_PDEATHSIG = 1
@@ -79,3 +79,36 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class TimeLimitExceeded(Exception):
+    """Raised by :func:`time_limit` when its body runs too long."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`TimeLimitExceeded` in the body when it runs longer than ``seconds``.
+
+    A real-time alarm (SIGALRM) interrupts a blocking read or open as well as Python code;
+    native code that never returns to the interpreter is not interrupted. In the main
+    thread only (elsewhere there is no limit); the previous alarm handler is put back.
+
+    Parameters
+    ----------
+    seconds : float
+        Wall-clock seconds, > 0.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeLimitExceeded(f"no result after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -16,7 +16,7 @@ one-shot form the command line uses.
 
 from __future__ import annotations
 
-import os
+import math
 import re
 import threading
 from collections import Counter
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nextvox.catalogue import Catalogue, Track, command_hint, content_hash
+from nextvox.catalogue import Catalogue, Track, catalogue_path, command_hint, content_hash, track_file
 from nextvox.constants import GENDERS
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.gender import GENDER_VECTOR
@@ -150,14 +150,16 @@ class Recommendation:
 
 
 def query_from_file(path: Path, *, label: str, settings: AnalysisSettings | None = None, weight: float = 1.0) -> Query:
-    """A query from any audio file, analysed on the fly (the catalogue is not touched); ``settings`` default to the library's defaults."""
+    """A query from any audio file, analysed on the fly (the catalogue is not touched); ``settings`` default to the library's defaults.
+
+    What native decoders print goes to the process's fd 2: a command or server that does
+    not want it there calls :func:`nextvox.audio.redirect_native_stderr` once, first.
+    """
     from nextvox.analysis import AnalysisSettings, analyze_track
-    from nextvox.audio import native_stderr_to
 
     settings = settings or AnalysisSettings()
     try:
-        with native_stderr_to(os.devnull):
-            analysis = analyze_track(path, content_hash=None, settings=settings, cache=None)
+        analysis = analyze_track(path, content_hash=None, settings=settings, cache=None)
     except AudioError as error:
         raise NextvoxError(f"cannot use {label} as a query: {error}") from None
     vectors = {name: vector for name, (_, vector) in analysis.vectors.items()}
@@ -181,10 +183,10 @@ def resolve_query(catalogue: Catalogue, query: Path | str, *, settings: Analysis
     path = Path(query).expanduser()
     if not path.exists():
         # A path relative to the library, as `status` prints them.
-        path = catalogue.library / query
+        path = track_file(catalogue.library, str(query))
     if not path.is_file():
         track = track_by_words(catalogue, str(query))
-        path = catalogue.library / track.path
+        path = track_file(catalogue.library, track.path)
     path = path.resolve()
     track = _track_at(catalogue, path)
     if track is not None and track.status == "analyzed":
@@ -239,7 +241,7 @@ def _track_at(catalogue: Catalogue, path: Path) -> Track | None:
         relative = path.relative_to(catalogue.library).as_posix()
     except ValueError:
         return None
-    return catalogue.track(relative)
+    return catalogue.track(catalogue_path(relative))
 
 
 def _fold(text: str | None) -> str | None:
@@ -484,9 +486,9 @@ def _check(queries: list[Query], *, k: int, w_timbre: float, w_melody: float, fi
         raise NextvoxError("give at least one query track or file")
     if k < 1:
         raise NextvoxError("k must be at least 1")
-    if w_timbre < 0 or w_melody < 0 or w_timbre + w_melody == 0:
-        raise NextvoxError("the timbre and melody weights must be >= 0 and not both 0")
-    if any(q.weight <= 0 for q in queries):
+    if not (math.isfinite(w_timbre) and math.isfinite(w_melody)) or w_timbre < 0 or w_melody < 0 or w_timbre + w_melody == 0:
+        raise NextvoxError("the timbre and melody weights must be finite, >= 0 and not both 0")
+    if not all(math.isfinite(q.weight) and q.weight > 0 for q in queries):
         raise NextvoxError("the weights of a listening history must be > 0")
     if not 0.0 <= diversity.mmr_lambda <= 1.0:
         raise NextvoxError("the MMR lambda must be between 0 and 1")

@@ -59,7 +59,8 @@ def check_separator(method: str, *, weights: Path | None = None) -> None:
     Raises
     ------
     NextvoxError
-        Unknown method, or weights given to a method that has none.
+        Unknown method, weights given to a method that has none, or a mask weights file that
+        does not load and run (checked once per process and file version).
     MissingDependencyError
         ``demucs`` without the package or the weights file; ``mask`` without its weights file.
     """
@@ -82,6 +83,7 @@ def check_separator(method: str, *, weights: Path | None = None) -> None:
                 f"no mask separator weights at {path}: reinstall nextvox, or train them with "
                 "`nextvox train separator LIBRARY` and pass --separator-weights OUT/separator.pt"
             )
+        _mask_model(str(path), path.stat().st_mtime_ns)
 
 
 def separator_version(method: str, *, weights: Path | None = None) -> str:
@@ -177,10 +179,25 @@ def hpss_vocals(samples: np.ndarray, *, sample_rate_hz: int, window_s: float = 0
 
 @lru_cache(maxsize=2)
 def _mask_model(path: str, mtime_ns: int):
-    from nextvox.models.separator import load_weights
+    """The mask network of a weights file, loaded and run once on silence, or a NextvoxError saying why not.
+
+    A file of another kind (the timbre encoder's, a damaged copy) fails here, as one
+    configuration error, and not later as a failure of every track.
+    """
+    import torch
+
+    from nextvox.models.separator import load_weights, separate_batch
 
     del mtime_ns  # part of the cache key only: a rewritten file is loaded again
-    return load_weights(Path(path))
+    try:
+        model = load_weights(Path(path))
+        with torch.inference_mode():
+            separate_batch(model, torch.zeros(1, SAMPLE_RATE_HZ))
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise NextvoxError(f"cannot use {path} as mask separator weights ({type(error).__name__}: {reason}); "
+                           "give a file written by `nextvox train separator`") from None
+    return model
 
 
 def mask_vocals(samples: np.ndarray, *, weights: Path, bf16: bool = True) -> np.ndarray:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings, library_settings, track_log_mel
 from nextvox.augmentations import ROLES, PitchShift, RegisterShift, TimeStretch, ViewAugment, random_crops
-from nextvox.catalogue import Catalogue, resolve_library, scan_library
+from nextvox.catalogue import Catalogue, resolve_library, scan_library, track_file
 from nextvox.constants import FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache
@@ -148,7 +148,7 @@ def library_log_mels(
         except NextvoxError:
             version = "untrained"  # first training run: no weights yet, every track stays pending
         scan_library(catalogue, analysis_version=version)
-        files = {t.content_hash: catalogue.library / t.path for t in catalogue.tracks() if t.content_hash}
+        files = {t.content_hash: track_file(catalogue.library, t.path) for t in catalogue.tracks() if t.content_hash}
     cache_root = Path(data_dir) / "cache"
     cache = MelCache(cache_root, separator=settings.separator_version, excerpt_version=EXCERPT_VERSION)
     todo = [(str(path), digest) for digest, path in files.items() if not cache.path(digest).exists()]

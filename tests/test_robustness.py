@@ -6,6 +6,7 @@ every failure is one clear line or an HTTP 4xx.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -14,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from factories import make_library
+from factories import make_library, voice, write_audio
 
 NEXTVOX = [sys.executable, "-m", "nextvox"]
 LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
@@ -97,3 +99,189 @@ def test_workers_and_resource_tracker_end_with_analyze(tmp_path: Path, how: sign
             pass
     with sqlite3.connect(data / "catalogue.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# ---- odd files in the music folder ------------------------------------------------------------
+
+# Undecodable bytes in a file name (a Latin-1 rip), and how the catalogue shows them.
+LATIN1_NAME = b"caf\xe9 \xff\xfe.flac"
+LATIN1_SHOWN = "caf\\xe9 \\xff\\xfe.flac"
+
+
+@pytest.fixture(scope="module")
+def odd_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """Three songs, one more under a name that is not UTF-8, one damaged mid-way, and a FIFO named like a song; analysed."""
+    root = tmp_path_factory.mktemp("odd")
+    library = root / "music"
+    make_library(library, songs_per_singer=1, seconds=5.0)
+    # Written under a UTF-8 name, then renamed: the encoders take only text names.
+    written = write_audio(library / "latin1.flac", voice(seconds=5.0, formants_hz=(500.0, 1500.0)))
+    os.rename(written, bytes(library) + b"/" + LATIN1_NAME)
+    os.mkfifo(library / "pipe.mp3")
+    # Junk over a stretch of an mp3: mpg123 resyncs, printing notes on fd 2 as it goes.
+    damaged = bytearray(write_audio(library / "damaged.mp3", voice(seconds=10.0, formants_hz=(650.0, 1900.0))).read_bytes())
+    damaged[len(damaged) * 2 // 3 : len(damaged) * 2 // 3 + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    (library / "damaged.mp3").write_bytes(damaged)
+    # A FIFO blocks whoever opens it for reading: a hang shows here as a timeout.
+    result = run("analyze", str(library), "--data-dir", str(root / "data"), "--json", timeout=240)
+    return library, root / "data", {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def test_a_file_name_that_is_not_utf8_is_analysed_and_shown_escaped(odd_library) -> None:
+    library, data, analyze = odd_library
+    assert analyze["returncode"] == 0, analyze["stderr"]
+    assert json.loads(analyze["stdout"])["counts"] == {"analyzed": 5, "failed": 0, "pending": 0}
+    status = run("status", str(library), "--data-dir", str(data), "--json")
+    assert status.returncode == 0, status.stderr
+    tracks = {t["path"]: t for t in json.loads(status.stdout)["tracks"]}
+    assert tracks[LATIN1_SHOWN]["status"] == "analyzed"
+    # As a query: the name as status shows it, and the real file.
+    for query in (LATIN1_SHOWN, os.fsdecode(bytes(library) + b"/" + LATIN1_NAME)):
+        answer = run("recommend", str(library), query, "-k", "3", "--data-dir", str(data), "--json")
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout)["query"] == LATIN1_SHOWN and len(json.loads(answer.stdout)["results"]) == 3
+    # Among the results of another query, and in a playlist.
+    answer = json.loads(run("recommend", str(library), "low/song0.wav", "-k", "3", "--data-dir", str(data), "--json").stdout)
+    assert LATIN1_SHOWN in [r["path"] for r in answer["results"]]
+    radio = run("radio", str(library), "low/song0.wav", "-n", "5", "--out", str(data / "r.m3u8"), "--data-dir", str(data))
+    assert radio.returncode == 0, radio.stderr
+
+
+def test_the_api_serves_a_track_whose_name_is_not_utf8(odd_library) -> None:
+    from urllib.parse import quote
+
+    from fastapi.testclient import TestClient
+
+    from nextvox.api import create_app
+
+    library, data, _ = odd_library
+    with TestClient(create_app(library, data), raise_server_exceptions=False) as client:
+        listed = client.get("/api/tracks", params={"q": "caf"}).json()["tracks"]
+        assert [t["path"] for t in listed] == [LATIN1_SHOWN]
+        audio = client.get("/api/audio/" + quote(LATIN1_SHOWN))
+        assert audio.status_code == 200 and audio.content == Path(os.fsdecode(bytes(library) + b"/" + LATIN1_NAME)).read_bytes()
+
+
+def test_a_fifo_named_like_a_song_is_skipped(odd_library) -> None:
+    library, data, analyze = odd_library
+    assert analyze["returncode"] == 0, analyze["stderr"]
+    status = json.loads(run("status", str(library), "--data-dir", str(data), "--json").stdout)
+    assert "pipe.mp3" not in {t["path"] for t in status["tracks"]}
+
+
+def test_hashing_refuses_a_fifo_at_once(tmp_path: Path) -> None:
+    from nextvox.catalogue import content_hash
+
+    os.mkfifo(tmp_path / "song.mp3")
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        content_hash(tmp_path / "song.mp3")
+    assert time.monotonic() - started < 5
+
+
+def test_time_limit_abandons_a_blocked_read(tmp_path: Path) -> None:
+    from nextvox.processes import TimeLimitExceeded, time_limit
+
+    os.mkfifo(tmp_path / "stalled.mp3")
+    started = time.monotonic()
+    with pytest.raises(TimeLimitExceeded), time_limit(0.5):
+        open(tmp_path / "stalled.mp3", "rb")  # no writer: blocks until the alarm
+    assert time.monotonic() - started < 5
+
+
+def test_a_file_replaced_after_its_scan_leaves_no_result_under_the_old_hash(tmp_path: Path) -> None:
+    """The scan hashed the old bytes; the file now holds others: nothing may be stored under the old hash."""
+    from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings, track_log_mel
+    from nextvox.catalogue import content_hash
+    from nextvox.errors import FileChangedError
+    from nextvox.features import MelCache
+
+    old = write_audio(tmp_path / "old.flac", voice(seconds=4.0, formants_hz=(400.0, 1200.0)))
+    old_hash = content_hash(old)
+    write_audio(old, voice(seconds=4.0, formants_hz=(900.0, 2600.0), seed=3))  # replaced in place
+    settings = AnalysisSettings(separator="none")
+    cache = MelCache(tmp_path / "cache", separator=settings.separator_version, excerpt_version=EXCERPT_VERSION)
+    with pytest.raises(FileChangedError):
+        track_log_mel(old, content_hash=old_hash, settings=settings, cache=cache)
+    assert cache.load(old_hash) is None
+    # Unchanged bytes analyse as before, and are cached under their own hash.
+    new_hash = content_hash(old)
+    track_log_mel(old, content_hash=new_hash, settings=settings, cache=cache)
+    assert cache.load(new_hash) is not None
+
+
+# ---- bad options ----------------------------------------------------------------------------------
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int) -> None:
+    assert result.returncode == code, result.stderr
+    assert result.stderr.startswith("nextvox: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_separator_weights_it_cannot_use_are_one_error_and_fail_no_track(odd_library, tmp_path: Path) -> None:
+    import nextvox
+
+    library, data, _ = odd_library
+    wrong = tmp_path / "separator.pt"
+    wrong.write_bytes((Path(nextvox.__file__).parent / "weights" / "timbre.pt").read_bytes())  # another model's file
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model" * 100)
+    for weights in (wrong, garbage):
+        result = run("analyze", str(library), "--separator", "mask", "--separator-weights", str(weights), "--data-dir", str(data))
+        assert_one_line_error(result, 1)
+        assert "separator weights" in result.stderr
+    status = json.loads(run("status", str(library), "--data-dir", str(data), "--json").stdout)
+    assert status["counts"] == {"analyzed": 5, "failed": 0, "pending": 0}
+
+
+@pytest.mark.parametrize("args", [
+    ["--melody-weight", "nan"], ["--timbre-weight", "inf"], ["--melody-weight", "-inf"], ["--weights", "nan"],
+    ["--timbre-weight", "0", "--melody-weight", "0"],
+])
+def test_weights_that_are_not_finite_or_both_zero_are_usage_errors(odd_library, args: list[str]) -> None:
+    library, data, _ = odd_library
+    assert_one_line_error(run("recommend", str(library), "low/song0.wav", *args, "--data-dir", str(data), "--json"), 2)
+
+
+def test_the_library_refuses_weights_that_are_not_finite(odd_library) -> None:
+    from nextvox.analysis import AnalysisSettings
+    from nextvox.catalogue import Catalogue
+    from nextvox.errors import NextvoxError
+    from nextvox.recommend import recommend, resolve_query
+
+    library, data, _ = odd_library
+    with Catalogue(data, library=library, create=False) as catalogue:
+        query = resolve_query(catalogue, Path("low/song0.wav"), settings=AnalysisSettings())
+        for weights in ({"w_timbre": float("nan")}, {"w_melody": float("inf")}):
+            with pytest.raises(NextvoxError, match="finite"):
+                recommend(catalogue, [query], k=2, **weights)
+
+
+# ---- decoder noise --------------------------------------------------------------------------------
+
+
+def test_decoder_notes_go_to_the_log_not_to_stderr(odd_library) -> None:
+    library, data, analyze = odd_library
+    assert analyze["returncode"] == 0 and analyze["stderr"] == "", analyze["stderr"]
+    assert "resync" in (data / "decoder.log").read_text(errors="replace")
+
+
+@LINUX_PROC
+def test_a_query_file_analysed_in_a_thread_leaves_the_process_stderr_alone(odd_library) -> None:
+    """The server decodes uploads in threads: none may swap the process's fd 2 under the others."""
+    import threading
+
+    from nextvox.analysis import AnalysisSettings
+    from nextvox.recommend import query_from_file
+
+    library, _, _ = odd_library
+    original = os.readlink("/proc/self/fd/2")
+    seen = set()
+    worker = threading.Thread(target=query_from_file, args=(library / "damaged.mp3",),
+                              kwargs={"label": "upload", "settings": AnalysisSettings()})
+    worker.start()
+    while worker.is_alive():
+        seen.add(os.readlink("/proc/self/fd/2"))
+        time.sleep(0.001)
+    assert seen <= {original} and os.readlink("/proc/self/fd/2") == original

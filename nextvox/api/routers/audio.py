@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 
 from nextvox.api.deps import RecommenderDep, ServiceDep
 from nextvox.api.errors import Forbidden, NotFound
+from nextvox.catalogue import track_file
 
 router = APIRouter(tags=["audio"])
 
@@ -27,7 +28,7 @@ MEDIA_TYPES = {
 
 def library_file(library: FilePath, relative: str) -> FilePath:
     """The file at ``relative`` under ``library``, refused unless its real path is inside the library."""
-    candidate = (library / relative).resolve()
+    candidate = track_file(library, relative).resolve()
     if not candidate.is_relative_to(library):
         raise Forbidden(f"not inside the library: {relative}")
     if not candidate.is_file():
