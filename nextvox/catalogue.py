@@ -292,6 +292,10 @@ class Catalogue:
         self.data_dir = Path(data_dir)
         self.library = Path(library)
         self.path = self.data_dir / CATALOGUE_FILE
+        if self.data_dir.resolve().is_relative_to(self.library.resolve()):
+            # The music folder may be read-only, shared or synced, and a catalogue inside it would be scanned too.
+            raise NextvoxError(f"the data directory {self.data_dir} is inside the music folder {library}; "
+                               "nextvox never writes there: give a --data-dir outside it")
         if not create and not self.path.exists():
             raise NextvoxError(f"no catalogue for this library in {self.data_dir}: run `{command_hint('analyze', library, self.data_dir)}` first")
         try:

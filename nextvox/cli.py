@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -692,6 +693,7 @@ def serve(
 
     root = resolve_library(library)
     chosen_data_dir = _data_dir(ctx, library, data_dir)
+    listening = _listening_socket(host, port)  # a busy port is one line now, before any analysis
     remember_data_dir(root, chosen_data_dir)
     if not no_analyze:
         with _progress() as progress:
@@ -700,9 +702,35 @@ def serve(
                                      on_track=lambda done, total, _: progress.update(task, completed=done, total=total))
         stderr.print(f"catalogue: {report.counts.get('analyzed', 0)} analysed, {report.counts.get('failed', 0)} failed")
     application = create_app(root, chosen_data_dir, max_upload_bytes=int(max_upload_mb * 2**20))
-    stderr.print(f"nextvox serving {root} on http://{host}:{port}/ (Ctrl-C stops)")
+    bound_port = listening.getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    stderr.print(f"nextvox serving {root} on http://{shown_host}:{bound_port}/ (Ctrl-C stops)")
     _decoder_notes_to_log(chosen_data_dir)  # uploads are decoded in threads: fd 2 is set once, here
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(application, log_level="warning")).run(sockets=[listening])
+
+
+def _listening_socket(host: str, port: int):
+    """A TCP socket bound to ``host``:``port`` and listening, or a NextvoxError saying why not.
+
+    Bound by us, before anything else, and handed to the server: a port in use is reported
+    at once, and no other program can take it between the check and the start.
+    """
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise NextvoxError(f"cannot listen on {host}: {error.strerror}") from None
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError as error:
+        listening.close()
+        raise NextvoxError(f"cannot listen on {host}:{port}: {error.strerror} (is another server using it? "
+                           "choose another --port)") from None
+    return listening
 
 
 # ---- evaluate --------------------------------------------------------------------------------
@@ -1001,8 +1029,9 @@ def plot(
     """Draw the library's tracks on a 2-D map of their voices, coloured by gender, singer or genre."""
     from nextvox.catalogue import Catalogue, resolve_library
     from nextvox.labels import read_track_labels
-    from nextvox.plots import embedding_map, write_map
+    from nextvox.plots import embedding_map, map_format, write_map
 
+    map_format(out)  # a wrong extension is one line now, not after the projection
     root = resolve_library(library)
     columns = read_track_labels(labels, library=root, required=(by,)) if labels is not None else None
     started = time.perf_counter()
@@ -1043,6 +1072,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as error:
         return _fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 1)
+    except sqlite3.DatabaseError as error:
+        # A damaged page is found only when a query reads it, long after the catalogue opened.
+        return _fail(f"the catalogue is damaged ({error}): move catalogue.sqlite out of the data directory and run "
+                     "`nextvox analyze` again (cached spectrograms make that quick)", 1)
     except Exception as error:  # a bug: still one line, and the way to report it
         return _fail(f"internal error ({type(error).__name__}: {error}); please report it with the command you ran", 1)
     return result if isinstance(result, int) else 0

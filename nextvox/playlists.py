@@ -9,6 +9,7 @@ filters (heard tracks, genre, gender, artists) and the near-duplicate rule hold 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -160,7 +161,7 @@ def to_xspf(entries: list[PlaylistEntry], *, title: str) -> str:
     namespace = "http://xspf.org/ns/0/"
     ElementTree.register_namespace("", namespace)
     playlist = ElementTree.Element(f"{{{namespace}}}playlist", version="1")
-    ElementTree.SubElement(playlist, f"{{{namespace}}}title").text = title
+    ElementTree.SubElement(playlist, f"{{{namespace}}}title").text = _xml_text(title)
     track_list = ElementTree.SubElement(playlist, f"{{{namespace}}}trackList")
     for entry in entries:
         track = ElementTree.SubElement(track_list, f"{{{namespace}}}track")
@@ -170,10 +171,10 @@ def to_xspf(entries: list[PlaylistEntry], *, title: str) -> str:
             location = Path(entry.location).as_uri()
         else:
             location = quote(entry.location)
-        ElementTree.SubElement(track, f"{{{namespace}}}location").text = location
+        ElementTree.SubElement(track, f"{{{namespace}}}location").text = _xml_text(location)
         for tag, value in (("title", entry.title), ("creator", entry.artist), ("album", entry.album)):
-            if value:
-                ElementTree.SubElement(track, f"{{{namespace}}}{tag}").text = value
+            if value and _xml_text(value):
+                ElementTree.SubElement(track, f"{{{namespace}}}{tag}").text = _xml_text(value)
         if entry.duration_s is not None:
             ElementTree.SubElement(track, f"{{{namespace}}}duration").text = str(round(entry.duration_s * 1000))
     ElementTree.indent(playlist)
@@ -198,6 +199,16 @@ def write_playlist(entries: list[PlaylistEntry], out: Path, *, title: str) -> No
         write_text_atomic(out, text)
     except OSError as error:
         raise NextvoxError(f"cannot write {out}: {error.strerror}") from None
+
+
+# Characters XML 1.0 cannot hold at all (C0 controls but tab, newline and carriage return;
+# lone surrogates; U+FFFE and U+FFFF): a tag holding one would make the file unreadable.
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids."""
+    return _NOT_XML.sub("", text)
 
 
 def _one_line(text: str) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "group_colours",
     "map_png",
     "map_html",
+    "map_format",
     "write_map",
 ]
 
@@ -440,9 +441,24 @@ def map_html(emap: EmbeddingMap, *, audio_url_template: str, width: int = 800, h
     data["colours"] = group_colours(emap)
     for point in data["points"]:
         point["url"] = audio_url_template.replace("{path}", quote(point["path"], safe="/"))
-    # Inside <script>, "</" could end the element early: escape it (JSON reads "<\\/" as "</").
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    # Inside <script>, "</" ends the element early and "<!--" with "<script" keeps the real end
+    # tag from ending it: no "<", ">" or "&" may appear. They only occur inside JSON strings,
+    # where their \\u escapes read back the same.
+    payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return _HTML.format(title=html.escape(emap.title), data=payload, width=int(width), height=int(height))
+
+
+def map_format(out: Path) -> str:
+    """``png`` or ``html``, by the extension of ``out``; a NextvoxError for any other.
+
+    Checked before the projection, which takes seconds to minutes: a wrong name must not cost them.
+    """
+    suffix = Path(out).suffix.lower()
+    if suffix == ".png":
+        return "png"
+    if suffix in (".html", ".htm"):
+        return "html"
+    raise NextvoxError(f"cannot tell what to write from {Path(out).name}: give a .png or .html file")
 
 
 def write_map(emap: EmbeddingMap, out: Path, *, library: Path) -> Path:
@@ -457,11 +473,8 @@ def write_map(emap: EmbeddingMap, out: Path, *, library: Path) -> Path:
         For an extension other than ``.png``, ``.html`` or ``.htm``.
     """
     out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix == ".png":
+    if map_format(out) == "png":
         return map_png(emap, out)
-    if suffix not in (".html", ".htm"):
-        raise NextvoxError(f"cannot tell what to write from {out.name}: give a .png or .html file")
     page = map_html(emap, audio_url_template=Path(library).resolve().as_uri().rstrip("/") + "/{path}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

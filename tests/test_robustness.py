@@ -285,3 +285,127 @@ def test_a_query_file_analysed_in_a_thread_leaves_the_process_stderr_alone(odd_l
         seen.add(os.readlink("/proc/self/fd/2"))
         time.sleep(0.001)
     assert seen <= {original} and os.readlink("/proc/self/fd/2") == original
+
+
+# ---- contract gaps --------------------------------------------------------------------------------
+
+
+def test_a_data_dir_inside_the_library_is_refused(odd_library) -> None:
+    library, _, _ = odd_library
+    result = run("analyze", str(library), "--data-dir", str(library / "low" / ".nextvox"))
+    assert_one_line_error(result, 1)
+    assert "inside the music folder" in result.stderr and not (library / "low" / ".nextvox").exists()
+
+
+def test_plot_refuses_a_wrong_extension_before_projecting(odd_library, tmp_path: Path) -> None:
+    library, data, _ = odd_library
+    result = run("plot", str(library), "--by", "gender", "--out", str(tmp_path / "map.jpg"), "--data-dir", str(data))
+    assert_one_line_error(result, 1)
+    assert "plot:" not in result.stderr  # no projection step was started
+
+
+def test_a_map_page_keeps_working_when_a_title_holds_script_markup() -> None:
+    from html.parser import HTMLParser
+
+    from nextvox.plots import EmbeddingMap, map_html
+
+    hostile = ["<!--<script>", "</script><script>alert(1)</script>"]
+    emap = EmbeddingMap(xy=np.array([[0.0, 0.0], [1.0, 1.0]]), paths=("a.mp3", "b&.mp3"), artists=("x", None),
+                        titles=tuple(hostile), groups=("female", "male"), by="gender", embedding="timbre",
+                        method="pca", model_version="v")
+
+    class Scripts(HTMLParser):
+        """The text of every <script> element, as a browser's tokenizer splits them."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.scripts: list[str] = []
+
+        def handle_starttag(self, tag, attrs) -> None:
+            if tag == "script":
+                self.scripts.append("")
+
+        def handle_data(self, data) -> None:
+            if self.scripts and self.lasttag == "script":
+                self.scripts[-1] += data
+
+    parser = Scripts()
+    parser.feed(map_html(emap, audio_url_template="/api/audio/{path}"))
+    assert len(parser.scripts) == 2  # the data and the program: nothing swallowed, nothing added
+    assert "<" not in parser.scripts[0]  # nothing in the data can start markup
+    assert [p["title"] for p in json.loads(parser.scripts[0])["points"]] == hostile
+
+
+def test_xspf_holds_no_character_xml_forbids() -> None:
+    from xml.dom import minidom
+
+    from nextvox.playlists import PlaylistEntry, to_xspf
+
+    text = to_xspf([PlaylistEntry("/music/a.mp3", "nul\x00 and escape\x1b", "bell\x07", "\x01", 3.0)], title="t\x0c")
+    document = minidom.parseString(text.encode("utf-8"))  # raises on a NUL or another forbidden character
+    assert document.getElementsByTagName("title")[1].firstChild.data == "nul and escape"
+    assert document.getElementsByTagName("creator")[0].firstChild.data == "bell"
+    assert not document.getElementsByTagName("album")
+
+
+def test_serve_on_a_busy_port_is_one_line_and_never_says_serving(odd_library) -> None:
+    import socket
+
+    library, data, _ = odd_library
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run("serve", str(library), "--no-analyze", "--port", str(port), "--data-dir", str(data), timeout=60)
+    assert_one_line_error(result, 1)
+    assert "serving" not in result.stderr and str(port) in result.stderr
+
+
+def test_a_damaged_catalogue_page_is_one_line_that_says_what_to_do(odd_library, tmp_path: Path) -> None:
+    import shutil
+
+    library, data, _ = odd_library
+    damaged = tmp_path / "data"
+    shutil.copytree(data, damaged)
+    catalogue = damaged / "catalogue.sqlite"
+    with sqlite3.connect(catalogue) as db:
+        page_bytes = db.execute("PRAGMA page_size").fetchone()[0]
+        # The pages of the tracks table's rows, not the schema on page 1: found only when read.
+        root_page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'tracks'").fetchone()[0]
+    with open(catalogue, "r+b") as f:
+        f.seek((root_page - 1) * page_bytes)
+        f.write(b"\xff" * page_bytes)
+    result = run("status", str(library), "--data-dir", str(damaged))
+    assert_one_line_error(result, 1)
+    assert "damaged" in result.stderr and "internal error" not in result.stderr
+
+
+def test_serve_on_port_0_says_the_port_it_took_answers_there_and_stops_on_sigterm(odd_library, tmp_path: Path) -> None:
+    import re
+    import urllib.request
+
+    library, data, _ = odd_library
+    log = (tmp_path / "stderr.txt").open("w")
+    server = subprocess.Popen([*NEXTVOX, "serve", str(library), "--no-analyze", "--port", "0", "--data-dir", str(data)],
+                              stdout=subprocess.DEVNULL, stderr=log, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"http://127\.0\.0\.1:(\d+)/", (tmp_path / "stderr.txt").read_text())):
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr.txt").read_text()
+            time.sleep(0.1)
+        port = int(found[1])
+        assert port != 0
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as answer:
+                    assert json.loads(answer.read())["status"] == "ok"
+                break
+            except ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server never answered")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) in (0, 1)
+        assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+    finally:
+        server.kill()
