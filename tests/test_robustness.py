@@ -110,7 +110,7 @@ LATIN1_SHOWN = "caf\\xe9 \\xff\\xfe.flac"
 
 @pytest.fixture(scope="module")
 def odd_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
-    """Three songs, one more under a name that is not UTF-8, one damaged mid-way, and a FIFO named like a song; analysed."""
+    """Three songs; more under a name that is not UTF-8, a name with ? and #, one damaged mid-way; a FIFO named like a song; analysed."""
     root = tmp_path_factory.mktemp("odd")
     library = root / "music"
     make_library(library, songs_per_singer=1, seconds=5.0)
@@ -118,6 +118,7 @@ def odd_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, d
     written = write_audio(library / "latin1.flac", voice(seconds=5.0, formants_hz=(500.0, 1500.0)))
     os.rename(written, bytes(library) + b"/" + LATIN1_NAME)
     os.mkfifo(library / "pipe.mp3")
+    write_audio(library / "what?#1.wav", voice(seconds=5.0, formants_hz=(300.0, 2300.0), seed=5))  # URL syntax in a name
     # Junk over a stretch of an mp3: mpg123 resyncs, printing notes on fd 2 as it goes.
     damaged = bytearray(write_audio(library / "damaged.mp3", voice(seconds=10.0, formants_hz=(650.0, 1900.0))).read_bytes())
     damaged[len(damaged) * 2 // 3 : len(damaged) * 2 // 3 + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
@@ -130,7 +131,7 @@ def odd_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, d
 def test_a_file_name_that_is_not_utf8_is_analysed_and_shown_escaped(odd_library) -> None:
     library, data, analyze = odd_library
     assert analyze["returncode"] == 0, analyze["stderr"]
-    assert json.loads(analyze["stdout"])["counts"] == {"analyzed": 5, "failed": 0, "pending": 0}
+    assert json.loads(analyze["stdout"])["counts"] == {"analyzed": 6, "failed": 0, "pending": 0}
     status = run("status", str(library), "--data-dir", str(data), "--json")
     assert status.returncode == 0, status.stderr
     tracks = {t["path"]: t for t in json.loads(status.stdout)["tracks"]}
@@ -232,7 +233,7 @@ def test_separator_weights_it_cannot_use_are_one_error_and_fail_no_track(odd_lib
         assert_one_line_error(result, 1)
         assert "separator weights" in result.stderr
     status = json.loads(run("status", str(library), "--data-dir", str(data), "--json").stdout)
-    assert status["counts"] == {"analyzed": 5, "failed": 0, "pending": 0}
+    assert status["counts"] == {"analyzed": 6, "failed": 0, "pending": 0}
 
 
 @pytest.mark.parametrize("args", [
@@ -409,3 +410,24 @@ def test_serve_on_port_0_says_the_port_it_took_answers_there_and_stops_on_sigter
         assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
     finally:
         server.kill()
+
+
+def test_the_page_plays_and_queries_a_track_named_with_question_mark_and_hash(odd_library) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from nextvox.api import create_app
+
+    library, data, _ = odd_library
+    with TestClient(create_app(library, data), raise_server_exceptions=False) as client:
+        [track] = client.get("/api/tracks", params={"q": "what"}).json()["tracks"]
+        assert track["path"] == "what?#1.wav"
+        audio = client.get(track["audio_url"])
+        assert audio.status_code == 200 and audio.content == (library / "what?#1.wav").read_bytes()
+        answer = client.post("/api/recommend", json={"history": [{"path": track["path"]}], "k": 2})
+        assert answer.status_code == 200 and len(answer.json()["results"]) == 2
+        # The page names its icon, and the server has it (no 404 for every visit).
+        icon = re.search(r'<link rel="icon" href="([^"]+)"', client.get("/").text)
+        assert icon and client.get(icon[1]).status_code == 200
+        assert client.get(icon[1]).headers["content-type"].startswith("image/svg+xml")
