@@ -3,7 +3,7 @@
     .venv/bin/python bench/distributed.py [--songs 60] [--song-s 210] [--work DIR] [--ingest 2000]
 
 On one library of full-length songs (the one bench/analyze.py builds), from an empty data
-directory each time, ``analyze_library`` runs with:
+directory each time, ``nextvox analyze`` runs with:
 
 - ``local``: the local engine's process pool, 2 workers;
 - ``ray, 1 node``: a Ray instance started by the run (2 CPUs, 2 actors);
@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import pickle
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,23 +41,26 @@ from analyze import build_library  # noqa: E402
 from nextvox.analysis import AnalysisSettings, analyze_track  # noqa: E402
 from nextvox.catalogue import Catalogue  # noqa: E402
 from nextvox.distributed import local_cluster  # noqa: E402
-from nextvox.workflows import analyze_library  # noqa: E402
 
 
-def run(library: Path, data: Path, *, engine: str, jobs: int | None, address: str | None = None) -> dict:
-    """One analysis from an empty data directory; wall, first-result and steady rates."""
+def run(library: Path, data: Path, *extra: str, env: dict | None = None) -> dict:
+    """One ``nextvox analyze`` from an empty data directory; wall, first-result and steady rates.
+
+    The first and steady figures come from the catalogue's own commit times (``analyzed_at``).
+    """
     shutil.rmtree(data, ignore_errors=True)
-    landed: list[float] = []
-    started = time.perf_counter()
-    report = analyze_library(library, data_dir=data, jobs=jobs, engine=engine, ray_address=address,
-                             on_track=lambda done, total, audio_s: landed.append(time.perf_counter()))  # fmt: skip
-    wall_s = time.perf_counter() - started
-    n = report.analyzed
-    steady = 60 * (len(landed) - 1) / (landed[-1] - landed[0]) if len(landed) > 1 else float("nan")
+    started = time.time()
+    result = subprocess.run([sys.executable, "-m", "nextvox", "analyze", str(library), "--data-dir", str(data), "--json", *extra],
+                            capture_output=True, text=True, env=env, check=True)  # fmt: skip
+    wall_s = time.time() - started
+    summary = json.loads(result.stdout)
+    with sqlite3.connect(data / "catalogue.sqlite") as db:
+        landed = sorted(t for (t,) in db.execute("SELECT analyzed_at FROM analyses"))
+    n = summary["analyzed_now"]
     return {
-        "songs": n, "failed": report.failed, "wall_s": wall_s, "first_s": landed[0] - started,
-        "songs_per_min": 60 * n / wall_s, "steady_per_min": steady, "nodes": len(report.tracks_per_node),
-        "write_ms": 1000 * report.seconds_per_stage["write"] / max(1, n),
+        "songs": n, "failed": summary["failed_now"], "wall_s": wall_s, "first_s": landed[0] - started,
+        "songs_per_min": 60 * n / wall_s, "steady_per_min": 60 * (len(landed) - 1) / (landed[-1] - landed[0]),
+        "nodes": len(summary["tracks_per_node"]),
     }
 
 
@@ -87,18 +92,12 @@ def main() -> None:
 
     library = build_library(args.work, n_songs=args.songs, song_s=args.song_s)
     rows = {
-        "local pool, 2 workers": run(library, args.work / "data-local", engine="local", jobs=2),
-        "ray, 1 node (2 CPUs, 2 actors)": run(library, args.work / "data-ray1", engine="ray", jobs=2),
+        "local pool, 2 workers": run(library, args.work / "data-local", "--jobs", "2"),
+        "ray, 1 node (2 CPUs, 2 actors)": run(library, args.work / "data-ray1", "--engine", "ray", "--jobs", "2"),
     }
     with local_cluster(n_nodes=2, cpus_per_node=1, pythonpath=str(ROOT)) as (address, env):
-        saved = dict(os.environ)
-        os.environ.update(env)  # the cluster's token, for this process's driver
-        try:
-            rows["ray, 2 nodes on loopback (1 CPU each)"] = run(library, args.work / "data-ray2", engine="ray", jobs=None,
-                                                                 address=address)  # fmt: skip
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        rows["ray, 2 nodes on loopback (1 CPU each)"] = run(library, args.work / "data-ray2", "--engine", "ray",
+                                                             "--ray-address", address, env=env)  # fmt: skip
     per_s = ingest_rate(library, args.work, n=args.ingest)
 
     local = rows["local pool, 2 workers"]
@@ -108,7 +107,7 @@ def main() -> None:
         "",
         f"{datetime.date.today()}, commit {commit}, {os.cpu_count()} cores (shared machine). {args.songs} songs of "
         f"{args.song_s:.0f} s (bench/analyze.py's library: demo songs joined end to end, six formats), "
-        "`analyze_library` from an empty data directory for each row. *first* = seconds from the call to the first "
+        "`nextvox analyze` from an empty data directory for each row (wall time of the whole command). *first* = seconds from the command's start to the first "
         "committed track (scan, Ray start-up, actors loading the models); *steady* = tracks committed per minute "
         "between the first and the last.",
         "",

@@ -122,11 +122,11 @@ def _connect(ray: Any, address: str | None, *, num_cpus: int | None) -> None:
         check_address(address)
     options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     try:
-        if address is None:
-            ray.init(num_cpus=num_cpus, **options)
+        if address is None:  # "local": a new instance, even where `ray start` left a cluster running
+            ray.init(address="local", num_cpus=num_cpus, **options)
         else:
             ray.init(address=address, **options)
-    except (ConnectionError, RuntimeError, ValueError) as error:
+    except Exception as error:  # refused, timed out, a wrong token, a version mismatch: one line for each
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise NextvoxError(f"cannot start or reach {where}: {' '.join(str(error).split())[:300]}") from None
     _quiet_ray()  # after ray.init, which sets up the "ray" logger's handlers
