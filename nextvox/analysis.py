@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nextvox.audio import load_excerpt, redirect_native_stderr
-from nextvox.catalogue import Catalogue, ScanReport, command_hint, resolve_library, scan_library, track_file
+from nextvox.catalogue import Catalogue, ScanReport, command_hint, exclusive_analysis, resolve_library, scan_library, track_file
 from nextvox.catalogue import content_hash as file_content_hash
 from nextvox.constants import EXCERPT_S, FRAME_RATE_HZ, SAMPLE_RATE_HZ
 from nextvox.errors import AudioError, FileChangedError, NextvoxError
@@ -458,23 +458,24 @@ def analyze_library(
     started = time.perf_counter()
     catalogue = Catalogue(data_dir, library=library)
     try:
-        settings = settings or library_settings(catalogue)
-        version = settings.version  # a missing separator or weights file: one error now, not one per track
-        if catalogue.analysis_settings() != settings.to_stored():
-            catalogue.store_analysis_settings(settings.to_stored())
-        report = AnalyzeReport(scan=scan_library(catalogue, analysis_version=version, progress=on_scan), settings=settings)
-        todo: dict[str, str] = {}  # content hash -> one path holding it
-        for track in catalogue.tracks():
-            stale = track.status == "analyzed" and catalogue.analysis_version(track.content_hash) != version
-            if track.status == "pending" or stale or (retry_failed and track.status == "failed" and track.content_hash):
-                todo.setdefault(track.content_hash, track.path)
-        report.engine = engine
-        if engine == "ray":
-            _run_ray(catalogue, todo, actors=ray_actors, address=ray_address, settings=settings, report=report, on_track=on_track)
-        else:
-            _run_pool(catalogue, todo, jobs=jobs, settings=settings, report=report, on_track=on_track)
-            report.tracks_per_node = {"local": report.analyzed + report.failed} if todo else {}
-        report.counts = catalogue.status_counts()
+        with exclusive_analysis(catalogue.data_dir):
+            settings = settings or library_settings(catalogue)
+            version = settings.version  # a missing separator or weights file: one error now, not one per track
+            if catalogue.analysis_settings() != settings.to_stored():
+                catalogue.store_analysis_settings(settings.to_stored())
+            report = AnalyzeReport(scan=scan_library(catalogue, analysis_version=version, progress=on_scan), settings=settings)
+            todo: dict[str, str] = {}  # content hash -> one path holding it
+            for track in catalogue.tracks():
+                stale = track.status == "analyzed" and catalogue.analysis_version(track.content_hash) != version
+                if track.status == "pending" or stale or (retry_failed and track.status == "failed" and track.content_hash):
+                    todo.setdefault(track.content_hash, track.path)
+            report.engine = engine
+            if engine == "ray":
+                _run_ray(catalogue, todo, actors=ray_actors, address=ray_address, settings=settings, report=report, on_track=on_track)
+            else:
+                _run_pool(catalogue, todo, jobs=jobs, settings=settings, report=report, on_track=on_track)
+                report.tracks_per_node = {"local": report.analyzed + report.failed} if todo else {}
+            report.counts = catalogue.status_counts()
     finally:
         catalogue.close()
     report.wall_s = time.perf_counter() - started

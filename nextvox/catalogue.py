@@ -26,6 +26,7 @@ and every change is one transaction, so a killed process leaves the last committ
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,7 @@ __all__ = [
     "track_file",
     "read_tags",
     "scan_library",
+    "exclusive_analysis",
 ]
 
 SCHEMA_VERSION = 1
@@ -590,3 +593,32 @@ def scan_library(
         total=len(on_disk), new=new, changed=changed, moved=moved, removed=len(removed) - moved,
         unchanged=len(on_disk) - len(to_hash),
     )
+
+
+ANALYSIS_LOCK_FILE = "analyze.lock"
+
+
+@contextmanager
+def exclusive_analysis(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's analysis lock while inside, or raise a NextvoxError naming its holder.
+
+    Two analyses of one library at once would both do all the work. The lock is an ``flock``
+    on ``DATA_DIR/analyze.lock`` (which holds the holder's process id): the kernel releases
+    it when its process ends, however it ends, so a killed run never leaves it behind.
+    """
+    path = Path(data_dir) / ANALYSIS_LOCK_FILE
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "?"
+            raise NextvoxError(
+                f"another nextvox (process {holder}) is analysing this library into {data_dir}: wait for it to end "
+                "(what it analyses is saved as it goes) or stop it, then run again"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)

@@ -431,3 +431,26 @@ def test_the_page_plays_and_queries_a_track_named_with_question_mark_and_hash(od
         icon = re.search(r'<link rel="icon" href="([^"]+)"', client.get("/").text)
         assert icon and client.get(icon[1]).status_code == 200
         assert client.get(icon[1]).headers["content-type"].startswith("image/svg+xml")
+
+
+def test_a_second_analyze_of_one_data_dir_is_told_what_is_happening(tmp_path: Path) -> None:
+    library, data = tmp_path / "music", tmp_path / "data"
+    make_library(library, songs_per_singer=4, seconds=30.0, formats=("flac", "mp3"))
+    first = subprocess.Popen([*NEXTVOX, "analyze", str(library), "--data-dir", str(data), "--jobs", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _analysed_count(data) < 1 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run must still be going"
+        second = run("analyze", str(library), "--data-dir", str(data))
+        assert first.poll() is None, "the first run must still be going"
+        assert_one_line_error(second, 1)
+        assert f"process {first.pid}" in second.stderr and "analysing this library" in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # Killed outright, the first run leaves no lock behind.
+    result = run("analyze", str(library), "--data-dir", str(data), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["analyzed"] == 12
