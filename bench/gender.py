@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             names = list(compared[0][1])
             text += "\n".join([
                 "", f"## The new head against the shipped one, on the held-out `eval` split ({eval_work.name})", "",
-                "Each head as is (no retraining) on the timbre vectors of the libraries `bench/quality.py` analysed.", "",
+                "Each head as is (no retraining) on the timbre vectors of the libraries `bench/quality.py` (or `bench/robustness.py`) analysed.", "",
                 "| songs | " + " | ".join(f"{n}: accuracy | balanced" for n in names) + " |",
                 "|---|" + "---:|---:|" * len(names),
                 *(f"| {style} | " + " | ".join(f"{cell(r[n]['accuracy'])} | {cell(r[n]['balanced_accuracy'])}" for n in names) + " |"

@@ -33,6 +33,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,13 +47,15 @@ import numpy as np  # noqa: E402
 from nextvox.analysis import analyze_library  # noqa: E402
 from nextvox.catalogue import Catalogue  # noqa: E402
 from nextvox.errors import NextvoxError  # noqa: E402
+from nextvox.audio import load_excerpt  # noqa: E402
 from nextvox.evaluation import (  # noqa: E402
-    BaselineCache, cosine_similarity, evaluate_library, melody_retrieval, sequence_similarity_matrix, singer_retrieval,
-    transposition_invariant_similarity,
+    BaselineCache, chroma_baseline, cosine_similarity, melody_retrieval, resemblyzer_baseline, sequence_similarity_matrix,
+    singer_retrieval, transposition_invariant_similarity,
 )  # fmt: skip
 from nextvox.gender import shipped_head, train_gender_head  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+BASELINE_FUNCTIONS = {"resemblyzer": resemblyzer_baseline, "chroma": chroma_baseline}
 
 Row = dict[str, str]
 
@@ -117,16 +121,21 @@ def _loso_predictions(vectors: np.ndarray, genders: np.ndarray, singers: np.ndar
 class LibraryScores:
     """Per-song scores of one evaluated library, from which any group's figures are means."""
 
-    def __init__(self, library: Path, labels_csv: Path, *, data_dir: Path, work: Path, tag: str, jobs: int):
+    def __init__(self, library: Path, labels_csv: Path, *, data_dir: Path, work: Path, tag: str, jobs: int,
+                 separated: bool = False):  # fmt: skip
         self.rows = read_rows(labels_csv)
         analyze_library(library, data_dir=data_dir, jobs=jobs)
         with Catalogue(data_dir, library=library) as catalogue:
             hash_of = {t.path: t.content_hash for t in catalogue.tracks(status="analyzed")}
-            cache = BaselineCache(data_dir)
-            if any(cache.load(name, hash_of[r["path"]]) is None for r in self.rows for name in ("resemblyzer", "chroma")
-                   if r["path"] in hash_of):  # fmt: skip
-                evaluate_library(library, labels_csv, data_dir=data_dir, jobs=jobs)  # fills the baseline cache
             self.rows = [r for r in self.rows if r["path"] in hash_of]
+            cache = BaselineCache(data_dir)
+            for done, row in enumerate(self.rows, 1):  # the baselines evaluate would compute, into its cache
+                missing = [n for n in ("resemblyzer", "chroma") if cache.load(n, hash_of[row["path"]]) is None]
+                if missing:
+                    samples = load_excerpt(library / row["path"]).valid_samples
+                    for name in missing:
+                        cache.store(name, hash_of[row["path"]], BASELINE_FUNCTIONS[name](samples))
+                quality.report(f"{tag} baselines", done, len(self.rows))
             hashes = [hash_of[r["path"]] for r in self.rows]
             stored, timbre_matrix, timbre_versions = catalogue.vectors("timbre")
             row_of = {h: i for i, h in enumerate(stored)}
@@ -153,6 +162,18 @@ class LibraryScores:
             "timbre_singer": singer_ap(timbre_sim), "resemblyzer_singer": singer_ap(cosine_similarity(resemblyzer, resemblyzer)),
             "melody_melody": melody_ap(melody), "chroma_melody": melody_ap(transposition_invariant_similarity(chroma, chroma)),
         }  # fmt: skip
+        if separated:
+            vectors = []
+            for done, row in enumerate(self.rows, 1):
+                key = hashlib.sha1(f"{row['path']}\0{hash_of[row['path']]}".encode()).hexdigest()[:16]
+                out = work / f"separated-resemblyzer-{tag}" / f"{key}.npy"
+                if not out.exists():
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    quality._separate_and_embed((str(library / row["path"]), str(out)))
+                vectors.append(np.load(out))
+                quality.report(f"{tag} separated resemblyzer", done, len(self.rows))
+            vectors = np.stack(vectors)
+            self.scores["separated_singer"] = singer_ap(cosine_similarity(vectors, vectors))
         head = shipped_head()
         self.head_version = head.version if head else None
         self.head_right = (head.predict(timbre)[0] == self.genders) if head and head.timbre_model_version == self.timbre_version else None
@@ -179,6 +200,7 @@ class LibraryScores:
 COLUMNS = (
     ("songs", "n_tracks", "{}"), ("singers", "n_singers", "{}"),
     ("timbre singer mAP", "timbre_singer_map", "{:.3f}"), ("resemblyzer singer mAP", "resemblyzer_singer_map", "{:.3f}"),
+    ("resemblyzer on separated vocals", "separated_singer_map", "{:.3f}"),
     ("chance", "chance_singer_map", "{:.3f}"), ("melody queries", "melody_queries", "{}"),
     ("melody match mAP", "melody_melody_map", "{:.3f}"), ("chroma mAP", "chroma_melody_map", "{:.3f}"),
     ("chance", "chance_melody_map", "{:.3f}"), ("shipped gender head, bal. acc.", "default_head_balanced_accuracy", "{:.3f}"),
@@ -194,6 +216,14 @@ def table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def score_library(library: Path, labels_csv: Path, **options) -> LibraryScores:
+    """In a worker process: a library's :class:`LibraryScores` (one thread: the workers share the cores)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return LibraryScores(library, labels_csv, **options)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = quality.work_dir(args)
@@ -207,14 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         labels = {style: quality.render(work / f"library-{style}", quality_args, style) for style in ("plain", "studio")}
         vocals_library, vocals_labels = quality.vocal_library(labels["plain"], work / "labels-vocals.csv")
-        libraries = {}
-        for tag, library, labels_csv, data in (
-            ("vocals", vocals_library, vocals_labels, work / "data-vocals"),
-            ("plain", work / "library-plain", labels["plain"], work / "data-plain"),
-            ("studio", work / "library-studio", labels["studio"], work / "data-studio"),
-        ):
-            print(f"scoring the {tag} library ...", file=sys.stderr, flush=True)
-            libraries[tag] = LibraryScores(library, labels_csv, data_dir=data, work=work, tag=tag, jobs=jobs)
+        # One process per library: each analyses what is missing, fills the baseline cache and
+        # computes its melody match once (the costly part); they run side by side.
+        jobs_of = {
+            "vocals": (vocals_library, vocals_labels, work / "data-vocals", False),
+            "plain": (work / "library-plain", labels["plain"], work / "data-plain", True),
+            "studio": (work / "library-studio", labels["studio"], work / "data-studio", True),
+        }
+        with ProcessPoolExecutor(max_workers=len(jobs_of), mp_context=get_context("spawn")) as pool:
+            futures = {tag: pool.submit(score_library, library, labels_csv, data_dir=data, work=work, tag=tag,
+                                        jobs=max(1, jobs // 2), separated=separated)
+                       for tag, (library, labels_csv, data, separated) in jobs_of.items()}  # fmt: skip
+            libraries = {tag: future.result() for tag, future in futures.items()}
     except NextvoxError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -238,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         " \"Studio production\"). A group's retrieval figures are the mean over its songs as queries, each ranking every"
         " other song of its library (so rows compare directly; `chance` is a random ranking's). Melody queries are the"
         " group's songs whose tune another singer also sang. `shipped gender head`: balanced accuracy of the shipped head"
-        " as is on the group's songs; `timbre LOSO head`: a head of the same recipe retrained on the library's timbre"
+        " as is on the group's songs. `resemblyzer on separated vocals`: resemblyzer on the default separator's vocals of"
+        " each mix's excerpt. `timbre LOSO head`: a head of the same recipe retrained on the library's timbre"
         " vectors with the song's singer held out. A dash: the group has no such query, or one gender only.",
         "",
         "## Reference: the whole libraries",
