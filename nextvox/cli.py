@@ -701,12 +701,28 @@ def serve(
             report = analyze_library(root, data_dir=chosen_data_dir, jobs=jobs,
                                      on_track=lambda done, total, _: progress.update(task, completed=done, total=total))
         stderr.print(f"catalogue: {report.counts.get('analyzed', 0)} analysed, {report.counts.get('failed', 0)} failed")
-    application = create_app(root, chosen_data_dir, max_upload_bytes=int(max_upload_mb * 2**20))
+    application = create_app(root, chosen_data_dir, max_upload_bytes=int(max_upload_mb * 2**20),
+                             allowed_hosts=_loopback_host_names(host))
     bound_port = listening.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     stderr.print(f"nextvox serving {root} on http://{shown_host}:{bound_port}/ (Ctrl-C stops)")
     _decoder_notes_to_log(chosen_data_dir)  # uploads are decoded in threads: fd 2 is set once, here
     uvicorn.Server(uvicorn.Config(application, log_level="warning")).run(sockets=[listening])
+
+
+def _loopback_host_names(host: str) -> list[str] | None:
+    """The Host headers a server bound to ``host`` answers: this machine's names when ``host`` is a
+    loopback address (no other site can reach it by a name of its own), else None (any)."""
+    import ipaddress
+
+    if host == "localhost":
+        return ["localhost", "127.0.0.1"]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    # IPv4 only: the Host check splits the port off at the first colon, which an IPv6 literal holds.
+    return ["localhost", "127.0.0.1", host] if address.version == 4 and address.is_loopback else None
 
 
 def _listening_socket(host: str, port: int):

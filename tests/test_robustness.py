@@ -381,8 +381,9 @@ def test_a_damaged_catalogue_page_is_one_line_that_says_what_to_do(odd_library, 
     assert "damaged" in result.stderr and "internal error" not in result.stderr
 
 
-def test_serve_on_port_0_says_the_port_it_took_answers_there_and_stops_on_sigterm(odd_library, tmp_path: Path) -> None:
+def test_serve_on_port_0_says_its_port_checks_the_host_answers_head_and_stops_on_sigterm(odd_library, tmp_path: Path) -> None:
     import re
+    import urllib.error
     import urllib.request
 
     library, data, _ = odd_library
@@ -405,6 +406,16 @@ def test_serve_on_port_0_says_the_port_it_took_answers_there_and_stops_on_sigter
                 time.sleep(0.1)
         else:
             pytest.fail("the server never answered")
+        # Another name for this address (DNS rebinding from a web page) is refused.
+        rebound = urllib.request.Request(f"http://127.0.0.1:{port}/api/health", headers={"Host": f"evil.example:{port}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=5)
+        assert refused.value.code == 400
+        # HEAD of a track's audio: its size and type, no body.
+        head = urllib.request.Request(f"http://127.0.0.1:{port}/api/audio/low/song0.wav", method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as answer:
+            assert answer.status == 200 and answer.read() == b""
+            assert int(answer.headers["content-length"]) == (library / "low/song0.wav").stat().st_size
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) in (0, 1)
         assert "Traceback" not in (tmp_path / "stderr.txt").read_text()

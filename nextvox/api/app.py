@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from nextvox import __version__
 from nextvox.analysis import AnalysisSettings
@@ -36,8 +37,15 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     settings: AnalysisSettings | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
-    """The app for ``library``, whose catalogue is in ``data_dir`` (see :class:`LibraryService`)."""
+    """The app for ``library``, whose catalogue is in ``data_dir`` (see :class:`LibraryService`).
+
+    ``allowed_hosts``: the only ``Host`` headers answered (others get 400); None answers any.
+    A server on a loopback address names its own: a web page elsewhere that points a name of
+    its own at 127.0.0.1 (DNS rebinding) then reaches nothing, and playlist URLs, which echo
+    the Host header, can only name this machine.
+    """
     service = LibraryService(library, data_dir, max_upload_bytes=max_upload_bytes, settings=settings)
 
     @asynccontextmanager
@@ -48,6 +56,8 @@ def create_app(
     app = FastAPI(title="nextvox", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recommend songs by the singer's voice: tracks, voice-alike recommendations, radio, map.")
     app.state.service = service
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     install_error_handlers(app)
     for concern in (health, tracks, audio, recommend, radio, voice_path, embedding_map):
         app.include_router(concern.router, prefix="/api")

@@ -46,3 +46,10 @@ def audio(service: ServiceDep, recommender: RecommenderDep, path: Annotated[str,
         raise NotFound(f"no such track in the library: {path}")
     file = library_file(service.library, path)
     return FileResponse(file, media_type=MEDIA_TYPES.get(file.suffix.lower(), "application/octet-stream"))
+
+
+# Players and download tools ask the size and type first. Out of the schema: it is GET's answer
+# without the body, and one route with two methods would give two operations one id.
+@router.head("/audio/{path:path}", include_in_schema=False)
+def audio_head(service: ServiceDep, recommender: RecommenderDep, path: Annotated[str, Path(max_length=4096)]) -> FileResponse:
+    return audio(service, recommender, path)
