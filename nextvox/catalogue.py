@@ -14,11 +14,18 @@ Tables
     The vectors of an analysis (``timbre``, ``melody`` ...), float32 blobs, each with the
     model version that produced it.
 ``sequences``
-    Sequences of an analysis (``melody``: (steps, channels) float16), for order-aware
-    matching; each with its model version.
+    Sequences of an analysis (``melody``: (steps, channels)), for order-aware matching; each
+    with its model version and its ``encoding`` (``float16``, or ``int8-rows``: each step
+    scaled to its largest magnitude, for sequences compared by the direction of their steps).
 ``meta``
-    ``schema_version``, ``library`` and ``analysis_settings`` (JSON: what the library was
-    analysed with, so that every command treats its query files the same way).
+    ``schema_version``, ``library``, ``analysis_settings`` (JSON: what the library was
+    analysed with, so that every command treats its query files the same way), the
+    catalogue's random ``catalogue_id`` and, kept by triggers, ``generation:<name>``: a
+    counter that moves whenever a vector of that name is added, replaced or removed, so that
+    the vector index (:mod:`nextvox.index`) knows it is current without reading the vectors.
+
+Schema 1 catalogues (no ``encoding``, no counters) are migrated in place when opened: a
+column and the triggers are added, nothing is analysed again.
 
 The database runs in WAL mode (readers such as the HTTP server never block the analysis)
 and every change is one transaction, so a killed process leaves the last committed state.
@@ -34,6 +41,7 @@ import re
 import sqlite3
 import stat
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +53,9 @@ from nextvox.audio import AUDIO_EXTENSIONS
 from nextvox.errors import CatalogueError, NextvoxError
 
 __all__ = [
+    "SEQUENCE_ENCODINGS",
+    "encode_rows_int8",
+    "decode_sequence",
     "Track",
     "ScanReport",
     "Catalogue",
@@ -61,7 +72,7 @@ __all__ = [
     "exclusive_analysis",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 HASH_CHUNK_BYTES = 1 << 20
 
 _SCHEMA = """
@@ -97,9 +108,20 @@ CREATE TABLE IF NOT EXISTS sequences (
     model_version TEXT NOT NULL,
     n_channels INTEGER NOT NULL,
     sequence BLOB NOT NULL,
+    encoding TEXT NOT NULL DEFAULT 'float16',
     PRIMARY KEY (content_hash, name)
 );
 """
+
+# Every change of a vector moves its name's generation counter (one row of meta per name).
+_GENERATION_TRIGGERS = [
+    f"""CREATE TRIGGER IF NOT EXISTS vectors_generation_{event.lower()} AFTER {event} ON vectors BEGIN
+        INSERT INTO meta (key, value) VALUES ('generation:' || {row}.name, '1')
+        ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+    END"""
+    for event, row in (("INSERT", "NEW"), ("DELETE", "OLD"), ("UPDATE", "NEW"))
+]
+SEQUENCE_ENCODINGS = ("float16", "int8-rows")
 
 
 @dataclass(frozen=True)
@@ -308,22 +330,32 @@ class Catalogue:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             with self.transaction():
+                self._migrate_schema_1()
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                for trigger in _GENERATION_TRIGGERS:
+                    self._db.execute(trigger)
                 self._check_meta()
         except OSError as error:
             raise CatalogueError(f"cannot use the data directory {self.data_dir}: {error.strerror}") from None
         except sqlite3.DatabaseError as error:
             raise CatalogueError(f"cannot open the catalogue {self.path}: {error}") from None
 
+    def _migrate_schema_1(self) -> None:
+        """Schema 1 -> 2 in place: the sequences' ``encoding`` column (their blobs were float16)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(sequences)")]
+        if columns and "encoding" not in columns:
+            self._db.execute("ALTER TABLE sequences ADD COLUMN encoding TEXT NOT NULL DEFAULT 'float16'")
+
     def _check_meta(self) -> None:
         rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         if not rows:
             self._db.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("library", str(self.library))],
+                [("schema_version", str(SCHEMA_VERSION)), ("library", str(self.library)), ("catalogue_id", uuid.uuid4().hex)],
             )
+            self.catalogue_id = self._meta("catalogue_id")
             return
         if int(rows.get("schema_version", 0)) > SCHEMA_VERSION:
             raise CatalogueError(f"the catalogue {self.path} was written by a newer nextvox; upgrade nextvox")
@@ -332,6 +364,16 @@ class Catalogue:
                 f"the data directory {self.data_dir} holds the catalogue of {rows.get('library')}; "
                 f"pass another --data-dir for {self.library}"
             )
+        if int(rows["schema_version"]) < SCHEMA_VERSION or "catalogue_id" not in rows:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("catalogue_id", rows.get("catalogue_id") or uuid.uuid4().hex)],
+            )
+        self.catalogue_id = self._meta("catalogue_id")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     def close(self) -> None:
         self._db.close()
@@ -389,6 +431,28 @@ class Catalogue:
             " WHERE t.path = ?", (path,)).fetchall()]
         return Track(*rows[0]) if rows else None
 
+    def tracks_of(self, content_hashes: Iterable[str]) -> dict[str, list[Track]]:
+        """The tracks holding each of ``content_hashes`` (those with none are left out), each list ordered by path."""
+        found: dict[str, list[Track]] = {}
+        hashes = list(dict.fromkeys(content_hashes))
+        for start in range(0, len(hashes), _SQL_BATCH):
+            batch = hashes[start : start + _SQL_BATCH]
+            rows = self._db.execute(
+                "SELECT t.path, t.content_hash, t.size_bytes, t.mtime_ns, t.artist, t.title, t.album, t.genre,"
+                " t.status, t.error, a.duration_s FROM tracks t LEFT JOIN analyses a USING (content_hash)"
+                f" WHERE t.content_hash IN ({','.join('?' * len(batch))}) ORDER BY t.path", batch).fetchall()
+            for row in rows:
+                found.setdefault(row[1], []).append(Track(*row))
+        return found
+
+    def vectors_generation(self, name: str) -> int:
+        """How many times a vector of ``name`` was added, replaced or removed (0 before the first)."""
+        value = self._meta(f"generation:{name}")
+        return int(value) if value is not None else 0
+
+    def has_vectors(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM vectors WHERE name = ? LIMIT 1", (name,)).fetchone() is not None
+
     def status_counts(self) -> dict[str, int]:
         counts = {"analyzed": 0, "failed": 0, "pending": 0}
         for status, n in self._db.execute("SELECT status, COUNT(*) FROM tracks GROUP BY status"):
@@ -428,20 +492,40 @@ class Catalogue:
         matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob, _ in rows])
         return [h for h, _, _ in rows], matrix, [v for _, _, v in rows]
 
+    def vector_versions(self, name: str) -> tuple[list[str], list[str]]:
+        """The content hashes holding a vector of ``name`` and its model versions, ordered by hash (no vectors read)."""
+        rows = self._db.execute("SELECT content_hash, model_version FROM vectors WHERE name = ? ORDER BY content_hash", (name,)).fetchall()
+        return [h for h, _ in rows], [v for _, v in rows]
+
+    def vectors_for(self, name: str, content_hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored ``name`` vectors of some contents: hash -> (D,) float32 (absent ones left out)."""
+        found = {}
+        hashes = list(dict.fromkeys(content_hashes))
+        for start in range(0, len(hashes), _SQL_BATCH):
+            batch = hashes[start : start + _SQL_BATCH]
+            rows = self._db.execute(f"SELECT content_hash, vector FROM vectors WHERE name = ? AND content_hash IN ({','.join('?' * len(batch))})",
+                                    [name, *batch]).fetchall()  # fmt: skip
+            found.update((h, np.frombuffer(blob, dtype=np.float32)) for h, blob in rows)
+        return found
+
     def vectors_of(self, content_hash: str) -> dict[str, np.ndarray]:
         rows = self._db.execute("SELECT name, vector FROM vectors WHERE content_hash = ?", (content_hash,)).fetchall()
         return {name: np.frombuffer(blob, dtype=np.float32).copy() for name, blob in rows}
 
     def sequences(self, name: str, content_hashes: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
-        """Stored sequences of one name: content hash -> (model version, (steps, channels) float16); absent ones are left out."""
+        """Stored sequences of one name: content hash -> (model version, (steps, channels) array); absent ones are left out.
+
+        The array is float16 or int8 as stored (see ``encoding`` in the module's notes).
+        """
         found = {}
-        for digest in dict.fromkeys(content_hashes):
-            row = self._db.execute(
-                "SELECT model_version, n_channels, sequence FROM sequences WHERE content_hash = ? AND name = ?", (digest, name)
-            ).fetchone()
-            if row is not None:
-                version, channels, blob = row
-                found[digest] = (version, np.frombuffer(blob, dtype=np.float16).reshape(-1, channels))
+        hashes = list(dict.fromkeys(content_hashes))
+        for start in range(0, len(hashes), _SQL_BATCH):
+            batch = hashes[start : start + _SQL_BATCH]
+            rows = self._db.execute(
+                "SELECT content_hash, model_version, n_channels, sequence, encoding FROM sequences"
+                f" WHERE name = ? AND content_hash IN ({','.join('?' * len(batch))})", [name, *batch]).fetchall()
+            for digest, version, channels, blob, encoding in rows:
+                found[digest] = (version, decode_sequence(blob, encoding=encoding, n_channels=channels))
         return found
 
     # ---- writing -------------------------------------------------------------------------
@@ -479,8 +563,8 @@ class Catalogue:
             )
             db.execute("DELETE FROM sequences WHERE content_hash = ?", (content_hash,))
             db.executemany(
-                "INSERT INTO sequences VALUES (?, ?, ?, ?, ?)",
-                [(content_hash, name, version, int(np.shape(x)[1]), np.asarray(x, dtype=np.float16).tobytes())
+                "INSERT INTO sequences (content_hash, name, model_version, n_channels, sequence, encoding) VALUES (?, ?, ?, ?, ?, ?)",
+                [(content_hash, name, version, int(np.shape(x)[1]), encode_rows_int8(x).tobytes(), "int8-rows")
                  for name, (version, x) in (sequences or {}).items()],
             )  # fmt: skip
             db.execute("UPDATE tracks SET status = 'analyzed', error = NULL WHERE content_hash = ?", (content_hash,))
@@ -514,6 +598,33 @@ class Catalogue:
     def mark_pending(self, content_hashes: Iterable[str]) -> None:
         with self.transaction() as db:
             db.executemany("UPDATE tracks SET status = 'pending', error = NULL WHERE content_hash = ?", [(h,) for h in content_hashes])
+
+
+_SQL_BATCH = 500  # host parameters per IN (...) list: well under SQLite's limit
+
+
+def encode_rows_int8(sequence: np.ndarray) -> np.ndarray:
+    """Each row (step) scaled so that its largest magnitude is 127, rounded: (steps, channels) int8.
+
+    A quarter of float32, half of float16. Keeps each step's direction to within about 0.3 %
+    (what the melody match compares: its steps are made unit before they are aligned),
+    not its length.
+
+    >>> encode_rows_int8(np.array([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0]])).tolist()
+    [[64, -127, 32], [0, 0, 0]]
+    """
+    x = np.asarray(sequence, dtype=np.float32)
+    peak = np.abs(x).max(axis=-1, keepdims=True)
+    scaled = np.divide(127.0 * x, peak, out=np.zeros_like(x), where=peak > 0)
+    return np.rint(scaled).astype(np.int8)
+
+
+def decode_sequence(blob: bytes, *, encoding: str, n_channels: int) -> np.ndarray:
+    """A stored sequence blob as a (steps, n_channels) array (float16 or int8, as stored)."""
+    if encoding not in SEQUENCE_ENCODINGS:
+        raise CatalogueError(f"a sequence in the catalogue has an unknown encoding {encoding!r}; upgrade nextvox")
+    dtype = np.float16 if encoding == "float16" else np.int8
+    return np.frombuffer(blob, dtype=dtype).reshape(-1, n_channels)
 
 
 IGNORE_MARKER = ".nomedia"  # the media scanners' convention: a folder holding this file is skipped

@@ -56,6 +56,7 @@ from nextvox.features import MelCache, log_mel, mfcc_statistics
 from nextvox.gender import gender_cross_validation, head_scores, shipped_head
 from nextvox.index import normalise_rows
 from nextvox.labels import Labels, read_labels
+from nextvox.melody_match import sequence_similarities
 from nextvox.models import tcae, timbre
 from nextvox.files import atomic_path
 
@@ -596,12 +597,11 @@ def _catalogue_sequences(catalogue: Catalogue, hashes: list[str], *, version: st
 
 
 def sequence_similarity_matrix(sequences: list[np.ndarray], *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Every pair's melody-sequence match (:func:`nextvox.models.tcae.sequence_similarity`), shape (N, N), diagonal 1."""
+    """Every pair's melody-sequence match (:func:`nextvox.melody_match.sequence_similarity`), shape (N, N), diagonal 1."""
     n = len(sequences)
     matrix = np.eye(n, dtype=np.float32)
     for i in range(n):
-        for j in range(i + 1, n):
-            matrix[i, j] = matrix[j, i] = tcae.sequence_similarity(sequences[i], sequences[j])
+        matrix[i, i + 1 :] = matrix[i + 1 :, i] = sequence_similarities(sequences[i], sequences[i + 1 :])
         if progress:
             progress(i + 1, n)
     return matrix

@@ -75,7 +75,7 @@ def radio(
         filters=filters, diversity=Diversity(mmr_lambda=1.0, per_artist=None),
     )
     seed_vector = history_vector(seeds, "timbre")  # (D,)
-    vectors = np.stack([recommender.timbre_vector(recommender.tracks_by_path[r.path].content_hash) for r in pool]) \
+    vectors = np.stack([recommender.timbre_vector(recommender.track(r.path).content_hash) for r in pool]) \
         if pool else np.zeros((0, seed_vector.size), dtype=np.float32)  # (P, D)
     played: list[int] = []
     free = np.ones(len(pool), dtype=bool)

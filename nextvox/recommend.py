@@ -22,6 +22,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,7 @@ from nextvox.constants import GENDERS
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.gender import GENDER_VECTOR
 from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
-from nextvox.melody_match import sequence_similarity
+from nextvox.melody_match import sequence_similarities
 
 if TYPE_CHECKING:  # analysis loads torch and the models: only a query by an outside file needs them
     from nextvox.analysis import AnalysisSettings
@@ -64,7 +65,7 @@ NEAR_DUPLICATE_SIMILARITY = 0.9  # fingerprints this alike are one recording (se
 PERCENTILE_SAMPLE = 4096  # library vectors against which "closer than X% of the library" is measured
 MIN_CANDIDATES = 100  # first candidate pool; grown fourfold while filters leave too few
 # With a melody weight, the first pool is this plus 3k and every candidate in it is matched
-# by its melody sequence (local alignment in 13 pairs of keys: about 8 ms a pair, bench/results/tcae.md).
+# by its melody sequence (local alignment in 13 pairs of keys, one compiled batch a candidate: about 0.4 ms each).
 MIN_SEQUENCE_CANDIDATES = 30
 
 
@@ -250,9 +251,10 @@ def _fold(text: str | None) -> str | None:
 
 @dataclass
 class _Candidate:
-    """A row of the timbre index with its exact similarities, and (once filtered) its track."""
+    """A row of the timbre index (and its content hash) with its exact similarities, and (once filtered) its track."""
 
     row: int
+    key: str
     score: float
     timbre: float
     melody: float | None
@@ -261,7 +263,11 @@ class _Candidate:
 
 @dataclass
 class Recommender:
-    """What answering queries over one catalogue needs, loaded once.
+    """What answering queries over one catalogue needs, opened once.
+
+    The vector indexes are memory-mapped (:func:`nextvox.index.open_index`); the tracks and
+    genders of the candidates are read from the catalogue as a query needs them, so opening
+    costs the same for a hundred tracks as for a million.
 
     Parameters
     ----------
@@ -277,37 +283,62 @@ class Recommender:
     exact_max_vectors: int = EXACT_MAX_VECTORS
     timbre: VectorIndex = field(init=False)
     melody: VectorIndex | None = field(init=False)
-    tracks_by_hash: dict[str, list[Track]] = field(init=False)
-    tracks_by_path: dict[str, Track] = field(init=False)
-    gender_by_hash: dict[str, str] = field(init=False)
+    has_genders: bool = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        # Not under self.lock: a server builds its recommender while holding that lock.
         self.timbre = open_index(self.catalogue, "timbre", exact_max_vectors=self.exact_max_vectors)
         melody = open_index(self.catalogue, "melody", exact_max_vectors=self.exact_max_vectors)
+        # Whether the gender stage has stored any gender (the gender filter is a no-op until then).
+        self.has_genders = self.catalogue.has_vectors(GENDER_VECTOR)
         self.melody = melody if len(melody) else None
-        self.tracks_by_hash = {}
-        self.tracks_by_path = {}
-        for track in self.catalogue.tracks():
-            self.tracks_by_path[track.path] = track
-            if track.status == "analyzed":
-                self.tracks_by_hash.setdefault(track.content_hash, []).append(track)
-        hashes, probabilities, _ = self.catalogue.vectors(GENDER_VECTOR)
-        self.gender_by_hash = {h: GENDERS[0] if p[0] >= 0.5 else GENDERS[1] for h, p in zip(hashes, probabilities)}
         self._timbre_sample = _sample_rows(len(self.timbre))
         self._melody_sample = _sample_rows(len(self.melody) if self.melody else 0)
 
-    @property
-    def has_genders(self) -> bool:
-        """Whether the gender stage has stored any gender (the gender filter is a no-op until then)."""
-        return bool(self.gender_by_hash)
+    @cached_property
+    def tracks_by_path(self) -> dict[str, Track]:
+        """Every track by its path (read on first use: for listings, not for queries)."""
+        with self.lock:
+            return {track.path: track for track in self.catalogue.tracks()}
+
+    @cached_property
+    def tracks_by_hash(self) -> dict[str, list[Track]]:
+        """The analysed tracks holding each content (read on first use: for listings, not for queries)."""
+        by_hash: dict[str, list[Track]] = {}
+        for track in self.tracks_by_path.values():
+            if track.status == "analyzed":
+                by_hash.setdefault(track.content_hash, []).append(track)
+        return by_hash
+
+    def track(self, path: str) -> Track | None:
+        """One track by its path relative to the library, or None."""
+        if "tracks_by_path" in self.__dict__:
+            return self.tracks_by_path.get(path)
+        with self.lock:
+            return self.catalogue.track(path)
+
+    def analysed_tracks_of(self, digests) -> dict[str, list[Track]]:
+        """The analysed tracks holding each of some contents (contents with none are left out)."""
+        with self.lock:
+            found = self.catalogue.tracks_of(digests)
+        analysed = {h: [t for t in tracks if t.status == "analyzed"] for h, tracks in found.items()}
+        return {h: tracks for h, tracks in analysed.items() if tracks}
+
+    def genders_of(self, digests) -> dict[str, str]:
+        """The stored gender of each of some contents (those without one are left out)."""
+        if not self.has_genders:
+            return {}
+        with self.lock:
+            probabilities = self.catalogue.vectors_for(GENDER_VECTOR, digests)
+        return {h: GENDERS[0] if p[0] >= 0.5 else GENDERS[1] for h, p in probabilities.items()}
 
     def gender_of(self, digest: str | None) -> str | None:
-        return self.gender_by_hash.get(digest) if digest else None
+        return self.genders_of([digest]).get(digest) if digest else None
 
     def track_query(self, path: str, *, weight: float = 1.0) -> Query:
         """The query for a library track given by its path relative to the library."""
-        track = self.tracks_by_path.get(path)
+        track = self.track(path)
         if track is None:
             raise NextvoxError(f"no such track in the library: {path}")
         if track.status != "analyzed":
@@ -319,7 +350,7 @@ class Recommender:
 
     def timbre_vector(self, digest: str) -> np.ndarray:
         """The unit timbre vector of one content, shape (D,)."""
-        return self.timbre.matrix[self.timbre.position[digest]]
+        return np.asarray(self.timbre.matrix[self.timbre.row_of(digest)])
 
     # ---- recommending ----------------------------------------------------------------------
 
@@ -344,7 +375,7 @@ class Recommender:
         w_timbre, w_melody : float
             Weights of the timbre and melody similarities in the score, each >= 0. The timbre
             similarity is a cosine; the melody similarity is the melody sequences' match
-            (:func:`nextvox.models.tcae.sequence_similarity`, averaged over a history) where
+            (:func:`nextvox.melody_match.sequence_similarity`, averaged over a history) where
             the query and the candidate have sequences, else the melody vectors' cosine.
         filters : Filters
         diversity : Diversity
@@ -366,7 +397,9 @@ class Recommender:
             blocked_artists |= {_fold(q.artist) for q in queries if q.artist}
         wanted_genres = {_fold(g) for g in filters.genres}
         query_genres = {_fold(q.genre) for q in queries if q.genre}
-        query_genders = {self.gender_of(q.content_hash) for q in queries} - {None}
+        genders = self.genders_of(q.content_hash for q in queries if q.content_hash)  # grows with the candidates
+        query_genders = set(genders.values())
+        tracks_by_hash: dict[str, list[Track]] = {}  # of the candidates, read as they come
 
         def allowed(track: Track) -> bool:
             return not (
@@ -374,7 +407,7 @@ class Recommender:
                 or track.path in filters.heard
                 or (blocked_artists and _fold(track.artist) in blocked_artists)
                 or (wanted_genres and _fold(track.genre) not in wanted_genres)
-                or (filters.gender and self.gender_of(track.content_hash) not in (None, filters.gender))
+                or (filters.gender and genders.get(track.content_hash) not in (None, filters.gender))
             )
 
         sequence_queries = [(q.sequences["melody"], q.weight) for q in queries if "melody" in q.sequences]
@@ -384,14 +417,17 @@ class Recommender:
             candidates = self._candidates(timbre_query, melody_query, pool, w_timbre=w_timbre, w_melody=w_melody)
             if match_sequences:
                 candidates = self._match_sequences(candidates, sequence_queries, w_timbre=w_timbre, w_melody=w_melody)
-            eligible = [c for c in candidates if self._attach_track(c, allowed)]
+            unseen = [c.key for c in candidates if c.key not in tracks_by_hash]
+            tracks_by_hash.update(dict.fromkeys(unseen, []) | self.analysed_tracks_of(unseen))
+            genders |= self.genders_of(unseen)
+            eligible = [c for c in candidates if _attach_track(c, tracks_by_hash, allowed)]
             chosen = _diversify(eligible, self.timbre.matrix, k=k, diversity=diversity,
                                 acceptable=lambda c: not self._near_duplicate(c.track.content_hash, fingerprints))
             if len(chosen) == k or pool >= len(self.timbre):
                 break
             pool *= 4
 
-        matched_melody = np.array([c.melody for c in candidates if c.melody is not None and self.timbre.keys[c.row] not in excluded],
+        matched_melody = np.array([c.melody for c in candidates if c.melody is not None and c.key not in excluded],
                                   dtype=np.float32)  # fmt: skip
         results = []
         for c in chosen:
@@ -411,7 +447,7 @@ class Recommender:
                     tags.append("similar melody")
             if c.track.genre and _fold(c.track.genre) in query_genres:
                 tags.append(f"same genre: {c.track.genre}")
-            gender = self.gender_of(c.track.content_hash)
+            gender = genders.get(c.track.content_hash)
             if gender and gender in query_genders:
                 tags.append(f"same gender: {gender}")
             results.append(Recommendation(
@@ -428,21 +464,21 @@ class Recommender:
     ) -> list[_Candidate]:
         """The ``pool`` nearest rows by timbre (and by melody when it weighs), scored exactly, best first."""
         rows, _ = self.timbre.search(timbre_query, pool)
-        melody_similarity = np.full(len(rows), np.nan, dtype=np.float32)
         if melody_query is not None and w_melody > 0:
             melody_rows, _ = self.melody.search(melody_query, pool)
-            extra = [self.timbre.position[self.melody.keys[r]] for r in melody_rows if self.melody.keys[r] in self.timbre.position]
-            rows = np.unique(np.concatenate([rows, np.asarray(extra, dtype=np.int64)]))
+            extra = self.timbre.rows_of([self.melody.key_of(r) for r in melody_rows])
+            rows = np.unique(np.concatenate([rows, extra[extra >= 0]]))
+        melody_similarity = np.full(len(rows), np.nan, dtype=np.float32)
         timbre_similarity = self.timbre.matrix[rows] @ timbre_query  # (P,)
         score = w_timbre * timbre_similarity
         if melody_query is not None:
-            melody_rows = [self.melody.position.get(self.timbre.keys[r]) for r in rows]
-            melody_similarity = np.array([np.nan if m is None else self.melody.matrix[m] @ melody_query for m in melody_rows],
-                                         dtype=np.float32)
+            melody_rows = self.melody.rows_of([self.timbre.key_of(r) for r in rows])
+            found = melody_rows >= 0
+            melody_similarity[found] = self.melody.matrix[melody_rows[found]] @ melody_query if found.any() else []
             score = score + w_melody * np.nan_to_num(melody_similarity)
         order = np.argsort(-score, kind="stable")
         return [
-            _Candidate(int(rows[i]), float(score[i]), float(timbre_similarity[i]),
+            _Candidate(int(rows[i]), self.timbre.key_of(rows[i]), float(score[i]), float(timbre_similarity[i]),
                        None if np.isnan(melody_similarity[i]) else float(melody_similarity[i]))
             for i in order
         ]
@@ -452,23 +488,16 @@ class Recommender:
     ) -> list[_Candidate]:
         """Re-score candidates with their melody sequences' match folded into their melody similarity, best first."""
         with self.lock:
-            stored = self.catalogue.sequences("melody", [self.timbre.keys[c.row] for c in candidates])
-        total_weight = sum(weight for _, weight in queries)
-        for c in candidates:
-            found = stored.get(self.timbre.keys[c.row])
-            if found is not None:
-                match = sum(weight * sequence_similarity(query, found[1]) for query, weight in queries) / total_weight
-                c.melody = match  # the match, not the vectors' cosine: it finds the tune more often (bench/results/tcae.md)
+            stored = self.catalogue.sequences("melody", [c.key for c in candidates])
+        matched = [c for c in candidates if c.key in stored]
+        if matched:
+            sequences = [stored[c.key][1] for c in matched]
+            total_weight = sum(weight for _, weight in queries)
+            match = sum(weight * sequence_similarities(query, sequences) for query, weight in queries) / total_weight  # (M,)
+            for c, value in zip(matched, match.tolist()):
+                c.melody = value  # the match, not the vectors' cosine: it finds the tune more often (bench/results/tcae.md)
                 c.score = w_timbre * c.timbre + w_melody * c.melody
         return sorted(candidates, key=lambda c: -c.score)
-
-    def _attach_track(self, candidate: _Candidate, allowed: Callable[[Track], bool]) -> bool:
-        """Give the candidate the first allowed track holding its content; False when there is none."""
-        for track in self.tracks_by_hash.get(self.timbre.keys[candidate.row], ()):
-            if allowed(track):
-                candidate.track = track
-                return True
-        return False
 
     def _near_duplicate(self, digest: str, query_fingerprints: list[np.ndarray]) -> bool:
         if not query_fingerprints:
@@ -479,6 +508,15 @@ class Recommender:
             return False
         similarity = normalise_rows(np.stack(query_fingerprints)) @ normalise_rows(fingerprint)
         return bool((similarity >= NEAR_DUPLICATE_SIMILARITY).any())
+
+
+def _attach_track(candidate: _Candidate, tracks_by_hash: dict[str, list[Track]], allowed: Callable[[Track], bool]) -> bool:
+    """Give the candidate the first allowed track holding its content; False when there is none."""
+    for track in tracks_by_hash.get(candidate.key, ()):
+        if allowed(track):
+            candidate.track = track
+            return True
+    return False
 
 
 def _check(queries: list[Query], *, k: int, w_timbre: float, w_melody: float, filters: Filters, diversity: Diversity) -> None:

@@ -209,10 +209,10 @@ def voice_path(
         raise NextvoxError("follow must be between 0 and 1")
     ends = []
     for query in (start, end):
-        tracks = recommender.tracks_by_hash.get(query.content_hash or "")
+        tracks = recommender.analysed_tracks_of([query.content_hash]).get(query.content_hash) if query.content_hash else None
         if not tracks:
             raise NextvoxError(f"{query.label} is not an analysed track of the library: a path runs between library tracks")
-        ends.append(recommender.tracks_by_path.get(query.label) or tracks[0])
+        ends.append(recommender.track(query.label) or tracks[0])
     if start.content_hash == end.content_hash:
         raise NextvoxError("FROM and TO are the same song: give two different tracks")
     a = recommender.timbre_vector(start.content_hash)
@@ -227,7 +227,7 @@ def voice_path(
         for song in recommender.recommend(step_queries, k=per_query, filters=filters,
                                           diversity=Diversity(mmr_lambda=1.0, per_artist=None)):
             if song.path not in candidates:
-                digest = recommender.tracks_by_path[song.path].content_hash
+                digest = recommender.track(song.path).content_hash
                 candidates[song.path] = _Candidate(song, recommender.timbre_vector(digest))
 
     pool = list(candidates.values())

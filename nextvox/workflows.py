@@ -17,6 +17,7 @@ from nextvox import analysis
 from nextvox.analysis import AnalysisSettings, AnalyzeReport
 from nextvox.catalogue import Catalogue, resolve_library
 from nextvox.gender import GenderTraining, active_head, predict_library_genders, train_catalogue_head
+from nextvox.index import refresh_indexes
 
 __all__ = ["analyze_library", "train_library_head"]
 
@@ -34,7 +35,8 @@ def analyze_library(
     ray_address: str | None = None,
 ) -> AnalyzeReport:
     """``nextvox analyze``: analyse new and changed tracks (:func:`nextvox.analysis.analyze_library`),
-    then predict every track's voice gender with the data directory's active head.
+    then predict every track's voice gender with the data directory's active head, and bring
+    the vector indexes up to date.
 
     Parameters are :func:`nextvox.analysis.analyze_library`'s; the report's ``gender_note``
     says why some tracks have no predicted gender.
@@ -44,6 +46,7 @@ def analyze_library(
     started = time.perf_counter()
     with Catalogue(data_dir, library=resolve_library(library)) as catalogue:
         report.gender_note = predict_library_genders(catalogue, active_head(data_dir)).note
+        refresh_indexes(catalogue)  # queries then open the indexes as they are, memory-mapped
     report.wall_s += time.perf_counter() - started
     return report
 

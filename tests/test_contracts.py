@@ -49,8 +49,11 @@ def test_the_catalogue_schema_is_pinned(tmp_path: Path) -> None:
               for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")}
     expected = json.loads((CONTRACTS / "catalogue_schema.json").read_text())
     assert {name: [list(c) for c in columns] for name, columns in tables.items()} == expected
-    assert SCHEMA_VERSION == 1
-    assert dict(db.execute("SELECT key, value FROM meta"))["schema_version"] == "1"
+    assert SCHEMA_VERSION == 2  # 2: sequences.encoding, the vectors' generation counters (schema 1 is migrated)
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    assert meta["schema_version"] == "2" and re.fullmatch("[0-9a-f]{32}", meta["catalogue_id"])
+    triggers = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert triggers == {"vectors_generation_insert", "vectors_generation_delete", "vectors_generation_update"}
 
 
 # A catalogue as nextvox 0.1.0 wrote it (schema 1, before the analysis settings were stored):
@@ -68,6 +71,8 @@ def write_old_catalogue(data_dir: Path, library: Path, *, analysis_version: str)
     db.execute("INSERT INTO tracks VALUES ('a/song.wav', 'h1', 10, 1, 'Ann', 'Song', NULL, 'pop', 'analyzed', NULL)")
     db.execute("INSERT INTO analyses VALUES ('h1', ?, 30.0, 5.0, 30.0, 0.0)", (analysis_version,))
     db.execute("INSERT INTO vectors VALUES ('h1', 'timbre', 'timbre-cnn-0123456789', ?)", (vector.tobytes(),))
+    db.execute("INSERT INTO sequences VALUES ('h1', 'melody', 'tcae-0123456789', 2, ?)",
+               (np.arange(14 * 2, dtype=np.float16).tobytes(),))
     db.commit()
     db.close()
     return vector
@@ -83,6 +88,16 @@ def test_an_old_catalogue_is_read_as_it_is(tmp_path: Path) -> None:
         hashes, vectors, versions = catalogue.vectors("timbre")
         assert hashes == ["h1"] and versions == ["timbre-cnn-0123456789"]
         np.testing.assert_array_equal(vectors[0], vector)
+        (version, sequence), = catalogue.sequences("melody", ["h1"]).values()
+        assert version == "tcae-0123456789" and sequence.dtype == np.float16
+        np.testing.assert_array_equal(sequence, np.arange(14 * 2, dtype=np.float16).reshape(14, 2))
+    # Opening migrated it in place to schema 2, with nothing analysed again and the index counters running.
+    with Catalogue(tmp_path / "data", library=library, create=False) as catalogue:
+        assert catalogue.vectors_generation("timbre") == 0
+        catalogue.store_vectors("timbre", {"h1": ("timbre-cnn-0123456789", vector * 2)})
+        assert catalogue.vectors_generation("timbre") == 1 and catalogue.tracks()[0].status == "analyzed"
+    meta = dict(sqlite3.connect(tmp_path / "data" / "catalogue.sqlite").execute("SELECT key, value FROM meta"))
+    assert meta["schema_version"] == "2"
 
 
 def test_the_shipped_weight_files_load() -> None:

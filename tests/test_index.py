@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,45 +52,71 @@ def _store_vectors(catalogue: Catalogue, matrix: np.ndarray, *, start: int = 0, 
     return keys
 
 
-def test_open_index_is_exact_when_small_and_persisted_ivf_when_large(tmp_path: Path) -> None:
-    catalogue = Catalogue(tmp_path / "data", library=tmp_path)
+def _stored_meta(data_dir: Path, name: str = "timbre") -> dict:
+    return json.loads((data_dir / "index" / f"{name}.json").read_text())
+
+
+def test_open_index_is_exact_when_small_and_persisted_ivf_when_large(tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "data"
+    catalogue = Catalogue(data, library=tmp_path)
     matrix = clustered(600)
-    _store_vectors(catalogue, matrix[:400])
-    assert open_index(catalogue, "timbre").kind == "exact"
-    stored = tmp_path / "data" / "index" / "timbre.npz"
-    assert not stored.exists()
+    keys = _store_vectors(catalogue, matrix[:400])
+    exact = open_index(catalogue, "timbre")
+    assert exact.kind == "exact" and isinstance(exact.matrix, np.memmap)  # stored, and opened memory-mapped
+    assert exact.key_of(3) == keys[3] and exact.row_of(keys[3]) == 3 and exact.row_of("f" * 32) is None
+    assert exact.rows_of([keys[5], "nope", keys[0]]).tolist() == [5, -1, 0]
 
     first = open_index(catalogue, "timbre", exact_max_vectors=100)
-    assert first.kind == "ivf" and len(first) == 400 and stored.exists()
-    built_at = stored.stat().st_mtime_ns
-    again = open_index(catalogue, "timbre", exact_max_vectors=100)  # nothing changed: loaded as stored
-    assert again.keys == first.keys and stored.stat().st_mtime_ns == built_at
+    assert first.kind == "ivf" and len(first) == 400 and _stored_meta(data)["trained_size"] == 400
+    built = _stored_meta(data)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the catalogue's vectors were read although nothing changed")
+
+    with monkeypatch.context() as patched:  # nothing changed: the stored files are opened as they are
+        patched.setattr(catalogue, "vectors", no_reading)
+        patched.setattr(catalogue, "vectors_for", no_reading)
+        again = open_index(catalogue, "timbre", exact_max_vectors=100)
+    assert again.keys == first.keys and _stored_meta(data) == built
 
     # analyze adds tracks: the stored index is extended (same cells), the new rows are found.
     added = _store_vectors(catalogue, matrix[400:], start=400)
-    extended = open_index(catalogue, "timbre", exact_max_vectors=100)
+    with monkeypatch.context() as patched:  # only the added vectors are read
+        patched.setattr(catalogue, "vectors", no_reading)
+        extended = open_index(catalogue, "timbre", exact_max_vectors=100)
     assert extended.keys[:400] == first.keys and set(extended.keys[400:]) == set(added)
-    assert extended.approximate.ntotal == 600 and int(np.load(stored)["trained_size"]) == 400
+    assert extended.approximate.ntotal == 600 and _stored_meta(data)["trained_size"] == 400
     rows, _ = extended.search(matrix[500], 1)
-    assert extended.keys[rows[0]] == added[100]
+    assert extended.key_of(rows[0]) == added[100]
+    assert sorted(p.name for p in (data / "index").iterdir()) == sorted([*_stored_meta(data)["files"].values(), "timbre.json"])
 
 
 def test_open_index_rebuilds_when_vectors_change_or_the_file_is_damaged(tmp_path: Path) -> None:
-    catalogue = Catalogue(tmp_path / "data", library=tmp_path)
+    data = tmp_path / "data"
+    catalogue = Catalogue(data, library=tmp_path)
     matrix = clustered(300)
     keys = _store_vectors(catalogue, matrix)
     open_index(catalogue, "timbre", exact_max_vectors=100)
-    stored = tmp_path / "data" / "index" / "timbre.npz"
 
     # A new model version re-made one vector: the index must not keep the old one.
     catalogue.record_analysis(keys[0], analysis_version="a", duration_s=1.0, excerpt_start_s=0.0, excerpt_s=1.0,
                               vectors={"timbre": ("v2", -matrix[0])})
     rebuilt = open_index(catalogue, "timbre", exact_max_vectors=100)
     rows, similarity = rebuilt.search(-matrix[0], 1)
-    assert rebuilt.keys[rows[0]] == keys[0] and similarity[0] == pytest.approx(1.0, abs=1e-5)
+    assert rebuilt.key_of(rows[0]) == keys[0] and similarity[0] == pytest.approx(1.0, abs=1e-5)
+    assert rebuilt.model_versions == {"v1", "v2"}
 
-    stored.write_bytes(b"not an index")
+    (data / "index" / _stored_meta(data)["files"]["vectors"]).write_bytes(b"not an index")
     assert len(open_index(catalogue, "timbre", exact_max_vectors=100)) == 300  # rebuilt, not trusted
+    (data / "index" / "timbre.json").write_text("{")
+    assert len(open_index(catalogue, "timbre", exact_max_vectors=100)) == 300
+
+    # Another catalogue in the same data directory (the file was replaced): its index is not trusted.
+    catalogue.close()
+    (data / "catalogue.sqlite").unlink()
+    fresh = Catalogue(data, library=tmp_path)
+    _store_vectors(fresh, matrix[:50])
+    assert len(open_index(fresh, "timbre")) == 50
 
 
 def test_pca_2d_keeps_the_main_axis() -> None:

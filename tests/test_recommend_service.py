@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nextvox.errors import NextvoxError
@@ -147,3 +148,32 @@ def test_cli_radio_and_recommend_filters(recommender: Recommender, tmp_path: Pat
     assert paths and not {"ann/song1.wav", "ann/song2.wav"} & set(paths) and {artist_of(p) for p in paths} <= {"ann", "cat"}
     assert main(["radio", library, "ann/song0.wav", "--out", str(tmp_path / "radio.txt"), "--data-dir", data]) == 2
     assert main(["recommend", library, "ann/song0.wav", "ann/song1.wav", "--weights", "1", "--data-dir", data]) == 2
+
+
+def test_a_melody_weight_finds_the_same_tune_in_another_voice(tmp_path: Path) -> None:
+    """The melody index brings a far voice singing the query's tune into the pool; its sequence match ranks it first."""
+    from nextvox.catalogue import Catalogue
+
+    rng = np.random.default_rng(3)
+    catalogue = Catalogue(tmp_path / "data", library=tmp_path)
+    voices = rng.standard_normal((15, 32))
+    tune = rng.standard_normal((7 * 40, 16))  # 7 keys x 40 steps x 16 channels
+    for i in range(150):
+        singer, is_cover = i // 10, i == 149  # the last song: the query's tune, by singer 14
+        sequence = tune + 0.3 * rng.standard_normal(tune.shape) if is_cover or i == 0 else rng.standard_normal(tune.shape)
+        melody = tune[:40].ravel() if is_cover or i == 0 else rng.standard_normal(640)
+        catalogue.record_analysis(
+            f"{i:032x}", analysis_version="a", duration_s=30.0, excerpt_start_s=0.0, excerpt_s=30.0,
+            vectors={"timbre": ("t", voices[singer] + 0.2 * rng.standard_normal(32)), "melody": ("m", melody)},
+            sequences={"melody": ("m", sequence)},
+        )
+    with catalogue.transaction() as db:
+        db.executemany("INSERT INTO tracks VALUES (?, ?, 1, 1, ?, NULL, NULL, NULL, 'analyzed', NULL)",
+                       [(f"s{i // 10}/song{i}.wav", f"{i:032x}", f"s{i // 10}") for i in range(150)])
+    recommender = Recommender(catalogue)
+    query = [recommender.track_query("s0/song0.wav")]
+    by_voice = recommender.recommend(query, k=3, diversity=Diversity(per_artist=None))
+    assert {r.artist for r in by_voice} == {"s0"}  # the voice alone: the same singer
+    by_tune = recommender.recommend(query, k=3, w_melody=2.0, diversity=Diversity(per_artist=None))
+    assert by_tune[0].path == "s14/song149.wav" and by_tune[0].melody_similarity > 0.8
+    assert "note by note" in by_tune[0].reason and all(r.melody_similarity < 0.5 for r in by_tune[1:])

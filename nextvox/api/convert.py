@@ -54,9 +54,9 @@ def notes_for(recommender: Recommender, gender: str | None, w_melody: float) -> 
 
 def library_query(recommender: Recommender, path: str, *, weight: float = 1.0) -> Query:
     """The query of a library track; 404 when the library has no such track."""
-    if not recommender.tracks_by_hash:
+    if not len(recommender.timbre):
         hint = command_hint("analyze", recommender.catalogue.library, recommender.catalogue.data_dir)
         raise NotFound(f"nothing in this library is analysed yet: run `{hint}` (the server sees it at once)")
-    if path not in recommender.tracks_by_path:
+    if recommender.track(path) is None:
         raise NotFound(f"no such track in the library: {path}")
     return recommender.track_query(path, weight=weight)

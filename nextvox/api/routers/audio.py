@@ -42,7 +42,7 @@ def library_file(library: FilePath, relative: str) -> FilePath:
     responses={206: {"description": "the requested byte range"}, 403: {}, 404: {}, 416: {}},
 )
 def audio(service: ServiceDep, recommender: RecommenderDep, path: Annotated[str, Path(max_length=4096)]) -> FileResponse:
-    if path not in recommender.tracks_by_path:
+    if recommender.track(path) is None:
         raise NotFound(f"no such track in the library: {path}")
     file = library_file(service.library, path)
     return FileResponse(file, media_type=MEDIA_TYPES.get(file.suffix.lower(), "application/octet-stream"))

@@ -23,11 +23,12 @@ def embedding_map(recommender: RecommenderDep, limit: Annotated[int, Query(ge=1,
     if rows.size > limit:
         rows = np.sort(np.random.default_rng(0).choice(rows, size=limit, replace=False))
     coordinates, share = pca_2d(index.matrix[rows]) if rows.size else (np.zeros((0, 2)), np.zeros(2))
+    genders = recommender.genders_of(index.key_of(row) for row in rows.tolist())
     points = []
     for (x, y), row in zip(coordinates.tolist(), rows.tolist()):
         digest = index.keys[row]
         track = recommender.tracks_by_hash[digest][0]
         points.append(MapPoint(path=track.path, x=x, y=y, artist=track.artist, genre=track.genre,
-                               gender=recommender.gender_of(digest), title=track.title, duration_s=track.duration_s,
+                               gender=genders.get(digest), title=track.title, duration_s=track.duration_s,
                                audio_url=audio_url(track.path)))
     return MapOut(projection="pca", explained_variance=share.tolist(), n_total=len(recommender.tracks_by_hash), points=points)

@@ -34,7 +34,7 @@ def export_playlist(service: ServiceDep, recommender: RecommenderDep, request: P
     """The given library tracks as an M3U8 or XSPF file, with file paths or this server's audio URLs."""
     entries = []
     for path in request.paths:
-        track = recommender.tracks_by_path.get(path)
+        track = recommender.track(path)
         if track is None:
             raise NotFound(f"no such track in the library: {path}")
         if request.locations == "prefix" and not request.prefix:
