@@ -274,7 +274,7 @@ class Recommender:
     catalogue : Catalogue
     exact_max_vectors : int
         Largest library searched exactly (see :func:`nextvox.index.open_index`).
-    lock : threading.Lock
+    lock : threading.RLock
         Held around every read of the catalogue after loading: a server shares its one
         SQLite connection between threads.
     """
@@ -284,7 +284,7 @@ class Recommender:
     timbre: VectorIndex = field(init=False)
     melody: VectorIndex | None = field(init=False)
     has_genders: bool = field(init=False)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         # Not under self.lock: a server builds its recommender while holding that lock.

@@ -77,7 +77,9 @@ class LibraryService:
         self.max_upload_bytes = max_upload_bytes
         self._settings = settings
         self.catalogue = Catalogue(self.data_dir, library=self.library)
-        self.catalogue_lock = threading.Lock()  # one SQLite connection, shared by the worker threads
+        # One SQLite connection, shared by the worker threads; re-entrant, as the recommender reads
+        # the catalogue under it while the service may already hold it.
+        self.catalogue_lock = threading.RLock()
         self._recommender: Recommender | None = None
         self._search: TrackSearch | None = None
         self._signature: tuple | None = None
