@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -323,6 +324,9 @@ class Catalogue:
                                "nextvox never writes there: give a --data-dir outside it")
         if not create and not self.path.exists():
             raise NextvoxError(f"no catalogue for this library in {self.data_dir}: run `{command_hint('analyze', library, self.data_dir)}` first")
+        if not create and not os.access(self.data_dir, os.W_OK):
+            self._open_read_only()
+            return
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -347,6 +351,19 @@ class Catalogue:
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(sequences)")]
         if columns and "encoding" not in columns:
             self._db.execute("ALTER TABLE sequences ADD COLUMN encoding TEXT NOT NULL DEFAULT 'float16'")
+
+    def _open_read_only(self) -> None:
+        """Open a catalogue whose folder cannot be written (a read-only mount, a copy on a DVD), to read it.
+
+        SQLite in WAL mode writes a shared-memory file beside the database even to read it;
+        ``immutable`` reads the file as it is, which is all a folder nobody can write allows.
+        """
+        try:
+            self._db = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?immutable=1", uri=True,
+                                       isolation_level=None, check_same_thread=False)
+            self._check_meta()
+        except sqlite3.DatabaseError as error:
+            raise CatalogueError(f"cannot open the catalogue {self.path}: {error}") from None
 
     def _check_meta(self) -> None:
         rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())

@@ -465,3 +465,22 @@ def test_a_second_analyze_of_one_data_dir_is_told_what_is_happening(tmp_path: Pa
     result = run("analyze", str(library), "--data-dir", str(data), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["counts"]["analyzed"] == 12
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root (as root, a chmod would not stop writes)")
+def test_status_reads_a_catalogue_on_a_read_only_mount(odd_library, tmp_path: Path) -> None:
+    import shutil
+
+    library, data, _ = odd_library
+    mounted = tmp_path / "ro"
+    mounted.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mounted)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        shutil.copytree(data, mounted / "data")
+        subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
+        result = run("status", str(library), "--data-dir", str(mounted / "data"), "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["counts"] == {"analyzed": 6, "failed": 0, "pending": 0}
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=True)
