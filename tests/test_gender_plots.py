@@ -26,6 +26,12 @@ from nextvox.plots import embedding_map, map_html, project_2d
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+def _music(root: Path) -> Path:
+    """An empty music folder beside the data directory (a data directory inside the library is refused)."""
+    (root / "music").mkdir(exist_ok=True)
+    return root / "music"
+
+
 def toy_vectors(n_per_gender: int = 20, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two separable clouds: female voices shifted along the first axis. Shapes (2n, dim), (2n,)."""
     rng = np.random.default_rng(seed)
@@ -69,7 +75,7 @@ def test_head_refuses_bad_input(tmp_path):
 
 
 def _catalogue_with_vectors(tmp_path: Path, vectors: np.ndarray, *, version: str) -> tuple[Catalogue, list[str]]:
-    catalogue = Catalogue(tmp_path / "data", library=tmp_path)
+    catalogue = Catalogue(tmp_path / "data", library=_music(tmp_path))
     hashes = [f"{i:032x}" for i in range(len(vectors))]
     for digest, vector in zip(hashes, vectors):
         catalogue.record_analysis(digest, analysis_version="a", duration_s=1.0, excerpt_start_s=0.0, excerpt_s=1.0,

@@ -12,6 +12,12 @@ from nextvox.catalogue import Catalogue
 from nextvox.index import VectorIndex, build_ivf, ivf_cells_for, normalise_rows, open_index, pca_2d
 
 
+def _music(root: Path) -> Path:
+    """An empty music folder beside the data directory (a data directory inside the library is refused)."""
+    (root / "music").mkdir(exist_ok=True)
+    return root / "music"
+
+
 def clustered(n: int, *, dim: int = 32, per_cluster: int = 10, seed: int = 0) -> np.ndarray:
     """Unit vectors in clusters of ``per_cluster`` (singers) around random centres: shape (n, dim)."""
     rng = np.random.default_rng(seed)
@@ -58,7 +64,7 @@ def _stored_meta(data_dir: Path, name: str = "timbre") -> dict:
 
 def test_open_index_is_exact_when_small_and_persisted_ivf_when_large(tmp_path: Path, monkeypatch) -> None:
     data = tmp_path / "data"
-    catalogue = Catalogue(data, library=tmp_path)
+    catalogue = Catalogue(data, library=_music(tmp_path))
     matrix = clustered(600)
     keys = _store_vectors(catalogue, matrix[:400])
     exact = open_index(catalogue, "timbre")
@@ -93,7 +99,7 @@ def test_open_index_is_exact_when_small_and_persisted_ivf_when_large(tmp_path: P
 
 def test_open_index_rebuilds_when_vectors_change_or_the_file_is_damaged(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    catalogue = Catalogue(data, library=tmp_path)
+    catalogue = Catalogue(data, library=_music(tmp_path))
     matrix = clustered(300)
     keys = _store_vectors(catalogue, matrix)
     open_index(catalogue, "timbre", exact_max_vectors=100)
@@ -114,7 +120,7 @@ def test_open_index_rebuilds_when_vectors_change_or_the_file_is_damaged(tmp_path
     # Another catalogue in the same data directory (the file was replaced): its index is not trusted.
     catalogue.close()
     (data / "catalogue.sqlite").unlink()
-    fresh = Catalogue(data, library=tmp_path)
+    fresh = Catalogue(data, library=_music(tmp_path))
     _store_vectors(fresh, matrix[:50])
     assert len(open_index(fresh, "timbre")) == 50
 

@@ -22,6 +22,12 @@ ARTISTS = {  # artist: (genre, stored probability of a female voice; None: no ge
 }
 
 
+def _music(root: Path) -> Path:
+    """An empty music folder beside the data directory (a data directory inside the library is refused)."""
+    (root / "music").mkdir(exist_ok=True)
+    return root / "music"
+
+
 @pytest.fixture(scope="module")
 def recommender(tmp_path_factory: pytest.TempPathFactory) -> Recommender:
     songs = voice_songs(artists=ARTISTS, songs_per_artist=6)
@@ -155,7 +161,7 @@ def test_a_melody_weight_finds_the_same_tune_in_another_voice(tmp_path: Path) ->
     from nextvox.catalogue import Catalogue
 
     rng = np.random.default_rng(3)
-    catalogue = Catalogue(tmp_path / "data", library=tmp_path)
+    catalogue = Catalogue(tmp_path / "data", library=_music(tmp_path))
     voices = rng.standard_normal((15, 32))
     tune = rng.standard_normal((7 * 40, 16))  # 7 keys x 40 steps x 16 channels
     for i in range(150):
