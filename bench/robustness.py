@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Measured {datetime.date.today().isoformat()} at commit `{quality.git_commit()}` by `bench/robustness.py`"
         f" (`--singers {args.singers} --songs {args.songs} --max-song-s {args.max_song_s:g} --voice-set {args.voice_set}"
-        f" --seed {args.seed}`) in {seconds:.0f} s (after `bench/quality.py` analysed the libraries).",
+        f" --seed {args.seed}`) in {seconds:.0f} s (0 for what an earlier run of it, or of `bench/quality.py`, analysed and cached).",
         "",
         f"Models: timbre `{studio_scores.timbre_version}`, melody `{studio_scores.melody_version}`, shipped gender head"
         f" `{studio_scores.head_version}`. Songs of the held-out `eval` split (singers and tunes no shipped model was"
