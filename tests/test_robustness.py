@@ -383,6 +383,7 @@ def test_a_damaged_catalogue_page_is_one_line_that_says_what_to_do(odd_library, 
 
 def test_serve_on_port_0_says_its_port_checks_the_host_answers_head_and_stops_on_sigterm(odd_library, tmp_path: Path) -> None:
     import re
+    import socket
     import urllib.error
     import urllib.request
 
@@ -416,6 +417,14 @@ def test_serve_on_port_0_says_its_port_checks_the_host_answers_head_and_stops_on
         with urllib.request.urlopen(head, timeout=5) as answer:
             assert answer.status == 200 and answer.read() == b""
             assert int(answer.headers["content-length"]) == (library / "low/song0.wav").stat().st_size
+        # An upload cut off mid-way (the client hangs up): no traceback, and the server goes on.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as upload:
+            upload.sendall(b"POST /api/query?filename=me.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Content-Type: audio/mpeg\r\nContent-Length: 200000\r\n\r\n" + b"\xff" * 5000)
+            time.sleep(0.5)
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as answer:
+            assert answer.status == 200
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) in (0, 1)
         assert "Traceback" not in (tmp_path / "stderr.txt").read_text()

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from nextvox.errors import NextvoxError
 
@@ -67,6 +68,12 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     return _answer(error.status_code, str(error.detail))
 
 
+async def _client_gone(request: Request, error: Exception) -> JSONResponse:
+    # The client hung up mid-request (a cancelled upload): nobody reads the answer, and it is no bug.
+    log.info("client went away during %s %s", request.method, request.url.path)
+    return _answer(400, "the client closed the connection before the request was complete")
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.error("internal error on %s %s: %s: %s", request.method, request.url.path, type(error).__name__, error)
     return _answer(500, "internal error; please report it with the request you made")
@@ -77,4 +84,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NextvoxError, _nextvox_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
