@@ -59,6 +59,7 @@ from nextvox.labels import Labels, read_labels
 from nextvox.melody_match import sequence_similarities
 from nextvox.models import tcae, timbre
 from nextvox.files import atomic_path
+from nextvox.processes import die_with_parent
 
 __all__ = [
     "BASELINES",
@@ -453,9 +454,10 @@ class BaselineCache:
             pass
 
 
-def _baseline_worker_init() -> None:
+def _baseline_worker_init(parent_pid: int) -> None:
     import torch
 
+    die_with_parent(parent_pid)  # a parent killed outright leaves no worker behind
     torch.set_num_threads(1)  # one process per core
 
 
@@ -508,7 +510,8 @@ def _baseline_vectors(
     if "resemblyzer" in {name for names in missing.values() for name in names} and find_spec("resemblyzer") is None:
         raise MissingDependencyError("the resemblyzer baseline needs the resemblyzer package: pip install resemblyzer")
     pool = ProcessPoolExecutor(
-        max_workers=min(jobs, len(missing)), mp_context=multiprocessing.get_context("spawn"), initializer=_baseline_worker_init
+        max_workers=min(jobs, len(missing)), mp_context=multiprocessing.get_context("spawn"), initializer=_baseline_worker_init,
+        initargs=(os.getpid(),),
     )
     try:
         queue = list(missing.items())

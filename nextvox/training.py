@@ -47,6 +47,7 @@ from nextvox.models.tcae import load_weights as load_tcae_weights
 from nextvox.models.tcae import save_weights as save_tcae_weights
 from nextvox.models.timbre import DEFAULT_WEIGHTS, TimbreConfig, TimbreEncoder, load_weights, projection_head, save_weights
 from nextvox.files import atomic_path
+from nextvox.processes import die_with_parent
 
 __all__ = [
     "TrainConfig", "TrainResult", "library_log_mels", "train_timbre", "CHECKPOINT", "WEIGHTS",
@@ -155,7 +156,8 @@ def library_log_mels(
     if todo:
         jobs = max(1, jobs or os.cpu_count() or 1)
         # spawn, not fork: torch's thread pools do not survive a fork safely.
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_log_mel_work, path, digest, settings, str(cache_root)) for path, digest in todo]
             for done, future in enumerate(futures, 1):
                 future.result()

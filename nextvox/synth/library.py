@@ -49,6 +49,7 @@ from nextvox.synth.production import (
 )  # fmt: skip
 from nextvox.synth.voices import METHOD_MBROLA, Singer, Voice, check_dependencies, select_singers
 from nextvox.files import atomic_path
+from nextvox.processes import die_with_parent
 
 __all__ = ["SongPlan", "EVAL_MELODY_MODULUS", "melody_split", "LABEL_COLUMNS", "FORMATS", "plan_library", "song_notes", "render_library"]
 
@@ -622,7 +623,8 @@ def render_library(
                 progress(done, len(plans))
     else:
         # spawn, not fork: the caller may run threads (a progress bar) that fork would copy mid-state.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             for future in as_completed([pool.submit(prepare_voice, voice=v, cache_dir=cache_dir / "banks") for v in voices]):
                 future.result()
             # Longest songs first, so no worker is left with a long one at the end.
