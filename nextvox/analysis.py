@@ -9,12 +9,9 @@ moment loses only the tracks in flight, and the next run takes up the rest.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +27,9 @@ from nextvox.features import MelCache, log_mel, recording_fingerprint
 from nextvox.models import tcae
 from nextvox.models.tcae import AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS
 from nextvox.models.timbre import DEFAULT_WEIGHTS, cached_encoder, embed_excerpt, weights_version
-from nextvox.processes import TimeLimitExceeded, die_with_parent, time_limit
+from nextvox.processes import TimeLimitExceeded, time_limit
 from nextvox.separation import DEFAULT_SEPARATOR, SEPARATORS, separate, separator_version
+from nextvox.workers import WorkerPool
 
 __all__ = [
     "EXCERPT_VERSION",
@@ -330,17 +328,10 @@ def analyze_track(
 
 # ---- worker processes ----------------------------------------------------------------------
 
-def _worker_init(log_path: str, parent_pid: int) -> None:
-    import signal
-
+def _worker_init(log_path: str) -> None:
+    """The analysis worker's own set-up (:class:`nextvox.workers.WorkerPool` does the rest)."""
     import torch
 
-    # A parent killed outright (kill -9, the OOM killer) cannot stop its workers: the kernel does.
-    die_with_parent(parent_pid)
-    # Ctrl-C reaches the whole process group: only the parent handles it (it saves what is
-    # done and stops the workers); a worker killed mid-track would look like a crash and the
-    # pool would be rebuilt and go on.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One process per core: more threads per process only contend.
     torch.set_num_threads(1)
     # For the worker's whole life: native decoders' notes go to a log under the data directory.
@@ -391,19 +382,6 @@ def load_worker_models(settings: AnalysisSettings) -> str:
     spectrogram = log_mel(separate(noise, method=settings.separator, weights=settings.separator_weights))
     embed(spectrogram, n_valid_frames=spectrogram.shape[1])
     return settings.version
-
-
-def _new_pool(jobs: int, log_path: Path) -> ProcessPoolExecutor:
-    # One thread per worker in every native pool (OpenMP, OpenBLAS, MKL): spawned workers read
-    # these when numpy and torch load, before any initializer runs. Two workers with a pool of
-    # spinning BLAS threads each ran slower than one worker.
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, "1")
-    # spawn, not fork: torch and OpenMP thread pools do not survive a fork safely.
-    return ProcessPoolExecutor(
-        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-        initargs=(str(log_path), os.getpid()),
-    )
 
 
 def analyze_library(
@@ -493,60 +471,37 @@ def _run_pool(
 ) -> None:
     """Analyse ``todo`` (hash -> path) with ``jobs`` workers, recording each result as it lands.
 
-    A worker that dies (a decoder crash, the OOM killer) breaks the whole pool: the pool is
-    rebuilt and the tracks that were in flight are tried again one at a time, so the file
-    that killed it is found and marked failed instead of stopping the run.
+    A file whose worker dies (a decoder crash, the OOM killer) is found by
+    :class:`~nextvox.workers.WorkerPool` and marked failed instead of stopping the run.
     """
     cache_root = str(catalogue.data_dir / "cache")
     version = settings.version
-    queue = list(todo.items())
-    suspects: list[tuple[str, str]] = []  # in flight when a worker died: retried alone
-    total, done = len(queue), 0
-    log_path = catalogue.data_dir / "decoder.log"
-    pool = _new_pool(jobs, log_path)
+    total, done = len(todo), 0
+
+    def finished() -> None:
+        nonlocal done
+        done += 1
+        if on_track:
+            on_track(done, total, report.audio_s)
+
+    def recorded(digest: str, result: tuple[str, object]) -> None:
+        kind, value = result
+        _record(catalogue, digest, todo[digest], kind, value, report, version)
+        finished()
+
+    def crashed(digest: str) -> None:
+        catalogue.record_failure(content_hash=digest, error="the decoder crashed on this file")
+        report.failed += 1
+        finished()
+
+    tasks = [(digest, (str(track_file(catalogue.library, rel)), digest, settings, cache_root)) for digest, rel in todo.items()]
     try:
-        while queue or suspects:
-            alone = bool(suspects)
-            batch = [suspects.pop()] if alone else []
-            in_flight: dict[Future, tuple[str, str]] = {}
-            try:
-                while True:
-                    source = batch if alone else queue
-                    while source and len(in_flight) < (1 if alone else 2 * jobs):
-                        digest, rel = source.pop(0)
-                        in_flight[pool.submit(analyze_file, str(track_file(catalogue.library, rel)), digest, settings, cache_root)] = (digest, rel)
-                    if not in_flight:
-                        break
-                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        digest, rel = in_flight[future]
-                        kind, result = future.result()  # raises BrokenProcessPool if a worker died
-                        del in_flight[future]
-                        _record(catalogue, digest, rel, kind, result, report, version)
-                        done += 1
-                        if on_track:
-                            on_track(done, total, report.audio_s)
-            except BrokenProcessPool:
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = _new_pool(jobs, log_path)
-                if alone:
-                    digest, rel = next(iter(in_flight.values()))
-                    catalogue.record_failure(content_hash=digest, error="the decoder crashed on this file")
-                    report.failed += 1
-                    done += 1
-                    if on_track:
-                        on_track(done, total, report.audio_s)
-                else:
-                    suspects.extend(in_flight.values())
+        with WorkerPool(jobs, initializer=_worker_init, initargs=(str(catalogue.data_dir / "decoder.log"),)) as pool:
+            pool.run(analyze_file, tasks, on_result=recorded, on_crash=crashed)
     except KeyboardInterrupt:
-        _stop(pool)
         raise NextvoxError(
             f"interrupted: {report.analyzed} tracks analysed in this run are saved; run analyze again to go on"
         ) from None
-    except BaseException:
-        _stop(pool)
-        raise
-    pool.shutdown(wait=True)
 
 
 def _run_ray(
@@ -600,14 +555,6 @@ def _run_ray(
         raise NextvoxError(
             f"interrupted: {report.analyzed} tracks analysed in this run are saved; run analyze again to go on"
         ) from None
-
-
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Stop at once: cancel what has not started and end the workers."""
-    processes = list(getattr(pool, "_processes", {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
 
 
 def _record(

@@ -3,6 +3,10 @@
 Contract (DESIGN.md): every command takes ``--data-dir`` and ``--help``; ``--json`` prints
 one JSON document on stdout and nothing else there; exit 0 on success, 2 on a usage error,
 1 on any other failure, with one clear line on stderr and never a traceback.
+
+Why one long module: each command is a short function (parse, call the library or
+:mod:`nextvox.workflows`, print), and they share one set of options, progress drawing and
+error handling; click's command tree reads best in one file, top to bottom.
 """
 
 from __future__ import annotations
@@ -942,7 +946,7 @@ def train_separator_command(
     as_json: bool, data_dir: Path | None,
 ) -> None:
     """Train the mask separator on LIBRARY's mixes and isolated vocals (labels.csv vocal_path)."""
-    from nextvox.separator_training import SeparatorTrainConfig, load_stems, train_separator
+    from nextvox.training import SeparatorTrainConfig, load_stems, train_separator
 
     out = out or _data_dir(ctx, library, data_dir) / "models" / "separator"
     config = SeparatorTrainConfig(steps=steps, batch_size=batch_size, seed=seed)

@@ -35,7 +35,7 @@ import numpy as np
 from nextvox.catalogue import Catalogue, track_file
 from nextvox.constants import GENDERS
 from nextvox.errors import NextvoxError
-from nextvox.labels import normalise_gender, read_track_labels
+from nextvox.labels import normalise_gender, read_gender_tag, read_track_labels
 from nextvox.files import write_text_atomic
 
 __all__ = [
@@ -380,40 +380,6 @@ def library_genders(catalogue: Catalogue) -> dict[str, tuple[str, float]]:
 
 
 # ---- labels ------------------------------------------------------------------------------
-
-_GENDER_TAG_KEYS = ("GENDER", "gender", "TXXX:GENDER", "TXXX:gender", "----:com.apple.iTunes:GENDER")
-
-
-def read_gender_tag(path: Path) -> str | None:
-    """The gender a file's tags give its voice, or None.
-
-    Read from a ``GENDER`` field: a Vorbis comment (FLAC, Ogg, Opus), an ID3 ``TXXX``
-    frame with description ``GENDER`` (MP3, WAV) or an MP4 freeform atom
-    ``----:com.apple.iTunes:GENDER`` (M4A). Values as in :func:`normalise_gender`.
-    """
-    import mutagen
-
-    try:
-        audio = mutagen.File(str(path))
-    except Exception:  # mutagen raises many private types on damaged headers; tags are optional
-        return None
-    tags = getattr(audio, "tags", None)
-    if tags is None:
-        return None
-    for key in _GENDER_TAG_KEYS:
-        try:
-            values = tags.get(key) if hasattr(tags, "get") else None
-        except (KeyError, ValueError, TypeError):
-            values = None
-        values = getattr(values, "text", values)  # an ID3 frame holds its strings in .text
-        if values:
-            value = values[0] if isinstance(values, list) else values
-            value = value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
-            gender = normalise_gender(value)
-            if gender is not None:
-                return gender
-    return None
-
 
 
 # ---- accuracy on singers held out ----------------------------------------------------------

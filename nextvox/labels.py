@@ -1,4 +1,5 @@
-"""Labels CSV files: the one reader that ``evaluate``, ``train gender``, ``plot`` and ``train separator`` share.
+"""Where labels come from: labels CSV files (the one reader that ``evaluate``, ``train gender``,
+``plot`` and ``train separator`` share) and a file's ``GENDER`` tag.
 
 A labels file has a header row; column names are matched without regard to case or
 surrounding spaces. ``path`` is required (relative to the library or absolute inside it);
@@ -17,7 +18,9 @@ import numpy as np
 from nextvox.constants import GENDERS
 from nextvox.errors import NextvoxError
 
-__all__ = ["Labels", "normalise_gender", "library_relative", "read_csv_rows", "read_track_labels", "read_labels"]
+__all__ = [
+    "Labels", "normalise_gender", "library_relative", "read_csv_rows", "read_track_labels", "read_labels", "read_gender_tag",
+]  # fmt: skip
 
 GENDER_SYNONYMS = {"female": "female", "f": "female", "woman": "female", "male": "male", "m": "male", "man": "male"}
 
@@ -177,3 +180,37 @@ def read_labels(labels_csv: Path, *, library: Path) -> Labels:
         has_gender="gender" in header,
         has_melody="melody" in header,
     )
+
+
+_GENDER_TAG_KEYS = ("GENDER", "gender", "TXXX:GENDER", "TXXX:gender", "----:com.apple.iTunes:GENDER")
+
+
+def read_gender_tag(path: Path) -> str | None:
+    """The gender a file's tags give its voice, or None.
+
+    Read from a ``GENDER`` field: a Vorbis comment (FLAC, Ogg, Opus), an ID3 ``TXXX``
+    frame with description ``GENDER`` (MP3, WAV) or an MP4 freeform atom
+    ``----:com.apple.iTunes:GENDER`` (M4A). Values as in :func:`normalise_gender`.
+    """
+    import mutagen
+
+    try:
+        audio = mutagen.File(str(path))
+    except Exception:  # mutagen raises many private types on damaged headers; tags are optional
+        return None
+    tags = getattr(audio, "tags", None)
+    if tags is None:
+        return None
+    for key in _GENDER_TAG_KEYS:
+        try:
+            values = tags.get(key) if hasattr(tags, "get") else None
+        except (KeyError, ValueError, TypeError):
+            values = None
+        values = getattr(values, "text", values)  # an ID3 frame holds its strings in .text
+        if values:
+            value = values[0] if isinstance(values, list) else values
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
+            gender = normalise_gender(value)
+            if gender is not None:
+                return gender
+    return None

@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nextvox import analysis
-from nextvox.analysis import AnalysisSettings, AnalyzeReport
+from nextvox.analysis import AnalyzeReport
 from nextvox.catalogue import Catalogue, resolve_library
 from nextvox.gender import GenderTraining, active_head, predict_library_genders, train_catalogue_head
 from nextvox.index import refresh_indexes
@@ -22,27 +23,15 @@ from nextvox.index import refresh_indexes
 __all__ = ["analyze_library", "train_library_head"]
 
 
-def analyze_library(
-    library: Path,
-    *,
-    data_dir: Path,
-    jobs: int | None = None,
-    settings: AnalysisSettings | None = None,
-    retry_failed: bool = False,
-    on_scan: Callable[[int, int], None] | None = None,
-    on_track: Callable[[int, int, float], None] | None = None,
-    engine: str = "local",
-    ray_address: str | None = None,
-) -> AnalyzeReport:
-    """``nextvox analyze``: analyse new and changed tracks (:func:`nextvox.analysis.analyze_library`),
-    then predict every track's voice gender with the data directory's active head, and bring
-    the vector indexes up to date.
+def analyze_library(library: Path, *, data_dir: Path, **options: Any) -> AnalyzeReport:
+    """``nextvox analyze``: analyse new and changed tracks (:func:`nextvox.analysis.analyze_library`,
+    whose keyword ``options`` these are: ``jobs``, ``settings``, ``retry_failed``, ``on_scan``,
+    ``on_track``, ``engine``, ``ray_address``), then predict every track's voice gender with the data directory's active head,
+    and bring the vector indexes up to date.
 
-    Parameters are :func:`nextvox.analysis.analyze_library`'s; the report's ``gender_note``
-    says why some tracks have no predicted gender.
+    The report's ``gender_note`` says why some tracks have no predicted gender.
     """
-    report = analysis.analyze_library(library, data_dir=data_dir, jobs=jobs, settings=settings, retry_failed=retry_failed,
-                                      on_scan=on_scan, on_track=on_track, engine=engine, ray_address=ray_address)  # fmt: skip
+    report = analysis.analyze_library(library, data_dir=data_dir, **options)
     started = time.perf_counter()
     with Catalogue(data_dir, library=resolve_library(library)) as catalogue:
         report.gender_note = predict_library_genders(catalogue, active_head(data_dir)).note

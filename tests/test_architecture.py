@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nextvox"
 # The layers, lowest first (docs/architecture.md). A module may import its own layer and those
 # below it, never one above. Names are relative to nextvox; a name ending in "." covers a package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("", "constants", "errors", "files", "processes", "labels")),
+    ("base", ("", "constants", "errors", "files", "processes", "workers", "labels")),
     ("dsp", ("audio", "features", "augmentations", "losses", "melody_match")),
     ("models", ("models", "models.")),
     ("separation", ("separation",)),
@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis", ("analysis",)),
     ("gender", ("gender",)),
     ("search", ("recommend", "playlists", "voicepath")),
-    ("evaluation, training, plots", ("evaluation", "evaluation.", "training", "training.", "separator_training", "plots")),
+    ("evaluation, training, plots", ("evaluation", "evaluation.", "training", "training.", "plots")),
     ("workflows", ("workflows",)),
     ("interfaces", ("cli", "__main__", "api", "api.", "integrations", "integrations.")),
 ]

@@ -342,12 +342,12 @@ def test_melody_weight_makes_the_combined_score(tiny_library, evaluated):
 
 def test_missing_melody_vectors_are_not_faked(tiny_library, evaluated):
     from nextvox.catalogue import Catalogue
-    from nextvox.evaluation import _project_embeddings
+    from nextvox.evaluation import project_embeddings
 
     _, data_dir, _ = evaluated
     with Catalogue(data_dir, library=tiny_library) as catalogue:
         hashes = catalogue.vectors("timbre")[0][:3] + ["0" * 32]  # one track the catalogue never analysed
-        embeddings = _project_embeddings(catalogue, hashes, w_timbre=1.0, w_melody=0.5)
+        embeddings = project_embeddings(catalogue, hashes, w_timbre=1.0, w_melody=0.5)
     assert embeddings["melody"].similarity_rows is None and "melody vectors missing for 1 of 4" in embeddings["melody"].note
     assert embeddings["combined"].similarity_rows is None and "melody vectors missing" in embeddings["combined"].note
 

@@ -10,7 +10,7 @@ from nextvox.cli import main
 from nextvox.errors import MissingDependencyError, NextvoxError
 from nextvox.models.separator import SeparatorConfig, load_weights
 from nextvox.separation import SEPARATORS, SHIPPED_MASK_WEIGHTS, separate, separator_version, si_sdr
-from nextvox.separator_training import SeparatorTrainConfig, load_stems, train_separator
+from nextvox.training import SeparatorTrainConfig, load_stems, train_separator
 
 SR = 16_000
 

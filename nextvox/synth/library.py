@@ -27,10 +27,8 @@ import re
 import subprocess
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from functools import cache
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +47,7 @@ from nextvox.synth.production import (
 )  # fmt: skip
 from nextvox.synth.voices import METHOD_MBROLA, Singer, Voice, check_dependencies, select_singers
 from nextvox.files import atomic_path
-from nextvox.processes import die_with_parent
+from nextvox.workers import WorkerPool
 
 __all__ = ["SongPlan", "EVAL_MELODY_MODULUS", "melody_split", "LABEL_COLUMNS", "FORMATS", "plan_library", "song_notes", "render_library"]
 
@@ -489,6 +487,14 @@ def prepare_voice(*, voice: Voice, cache_dir: Path) -> Path:
     return build_bank(voice=voice, cache_dir=cache_dir)
 
 
+def _prepare_voice_task(voice: Voice, cache_dir: Path) -> Path:
+    return prepare_voice(voice=voice, cache_dir=cache_dir)
+
+
+def _render_song_task(plan: SongPlan, out_dir: Path) -> None:
+    render_song(plan=plan, out_dir=out_dir)
+
+
 def render_song(*, plan: SongPlan, out_dir: Path) -> None:
     """Render, encode and tag one song and its vocal; skip it when both files exist."""
     song, vocal_path = out_dir / plan.path, out_dir / plan.vocal_path
@@ -622,23 +628,17 @@ def render_library(
             if progress:
                 progress(done, len(plans))
     else:
-        # spawn, not fork: the caller may run threads (a progress bar) that fork would copy mid-state.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=die_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
-            for future in as_completed([pool.submit(prepare_voice, voice=v, cache_dir=cache_dir / "banks") for v in voices]):
-                future.result()
+        def rendered(_index: int, _value: None) -> None:
+            nonlocal done
+            done += 1
+            if progress:
+                progress(done, len(plans))
+
+        # A failure (or Ctrl-C) stops every worker at once instead of rendering on.
+        with WorkerPool(jobs) as pool:
+            pool.run(_prepare_voice_task, [(v.voice_id, (v, cache_dir / "banks")) for v in voices], on_result=lambda _key, _path: None)
             # Longest songs first, so no worker is left with a long one at the end.
-            futures = [pool.submit(render_song, plan=p, out_dir=out_dir) for p in sorted(todo, key=lambda p: -p.total_s)]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-                    done += 1
-                    if progress:
-                        progress(done, len(plans))
-            except BaseException:
-                for future in futures:  # stop at the first failure (or Ctrl-C) instead of rendering on
-                    future.cancel()
-                raise
+            pool.run(_render_song_task, [(p.index, (p, out_dir)) for p in sorted(todo, key=lambda p: -p.total_s)], on_result=rendered)
     labels = out_dir / "labels.csv"
     _write_labels(plans=plans, path=labels)
     return labels

@@ -15,11 +15,8 @@ Outputs in ``out_dir``: ``checkpoint.pt`` (resumable), ``separator.pt`` (the wei
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +28,20 @@ from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
 from nextvox.labels import read_track_labels
 from nextvox.models.separator import MaskNet, SeparatorConfig, save_weights, stft
-from nextvox.files import atomic_path
+from nextvox.training.core import CHECKPOINT, ProgressCallback, Run, read_checkpoint
 
 __all__ = ["SeparatorTrainConfig", "Stem", "SeparatorTrainResult", "load_stems", "train_separator"]
 
 # Lossy codecs whose decoded mix is not sample-aligned with the vocal (AAC priming): their
 # mix minus vocal still holds some voice, so they give no accompaniment to remixes.
 UNALIGNED_FORMATS = frozenset({"m4a"})
+WEIGHTS = "separator.pt"  # what --separator-weights takes and what the package ships
 
 
 @dataclass
 class SeparatorTrainConfig:
+    """One separator training run, passed whole; saved in every checkpoint."""
+
     steps: int = 1200
     batch_size: int = 16
     crop_s: float = 4.0  # 250 frames: four times the network's receptive field
@@ -136,32 +136,10 @@ def _loss(model: MaskNet, mixes: torch.Tensor, vocals: torch.Tensor) -> torch.Te
     return (estimate - vocal_magnitude).abs().mean() / (mix_magnitude.mean() + 1e-8)
 
 
-def _lr(config: SeparatorTrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _plot_losses(losses: list[float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.5, label="step")
-    window = max(1, len(losses) // 30)
-    if len(losses) >= window:
-        ax.plot(np.arange(window, len(losses) + 1), np.convolve(losses, np.ones(window) / window, "valid"), label=f"mean of {window}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("L1 of masked magnitude / mix magnitude")
-    ax.set_title("mask separator training")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _config_from_dict(stored: dict) -> SeparatorTrainConfig:
+    model = dict(stored["model"])
+    model["dilations"] = tuple(model["dilations"])
+    return SeparatorTrainConfig(**{**stored, "model": SeparatorConfig(**model)})
 
 
 def train_separator(
@@ -171,7 +149,7 @@ def train_separator(
     out_dir: Path,
     resume: bool = False,
     data_note: str = "",
-    progress: Callable[[int, int, float, float], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SeparatorTrainResult:
     """Train (or go on training) the mask separator; write checkpoint, weights, train.json and loss.png.
 
@@ -189,65 +167,40 @@ def train_separator(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out_dir / "checkpoint.pt"
 
     # ---- model, optimiser, and the state to go on from --------------------------------------
-    step, losses, seconds_before = 0, [], 0.0
-    checkpoint = None
-    if resume:
-        if not checkpoint_path.is_file():
-            raise NextvoxError(f"nothing to resume: no checkpoint.pt in {out_dir}")
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(out_dir / CHECKPOINT) if resume else None
+    if checkpoint is not None:
+        if "model" not in checkpoint:
+            raise NextvoxError(f"{out_dir / CHECKPOINT} is not a separator training checkpoint")
         steps = config.steps
-        config = checkpoint["config"]
-        config.steps = max(steps, checkpoint["step"])
-        step, losses, seconds_before = checkpoint["step"], checkpoint["losses"], checkpoint["seconds"]
+        config = _config_from_dict(checkpoint["train_config"])
+        config.steps = max(steps, checkpoint["step"])  # a resumed run may be extended
     torch.manual_seed(config.seed)
     model = MaskNet(config.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-
-    def save_checkpoint() -> None:
-        state = {"config": config, "model_config": asdict(config.model), "step": step, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "losses": losses, "seconds": seconds_before + time.perf_counter() - started}  # fmt: skip
-        with atomic_path(checkpoint_path) as part:
-            torch.save(state, part)
+    run = Run(out_dir=out_dir, config=config, modules={"model": model}, optimizer=optimizer,
+              save_weights=lambda: save_weights(model, out_dir / WEIGHTS), checkpoint=checkpoint, progress=progress)  # fmt: skip
 
     # ---- the loop ----------------------------------------------------------------------------
-    started = time.perf_counter()
-    first_step = step
     model.train()
-    while step < config.steps:
-        rng = np.random.default_rng([config.seed, step])
+    while run.running:
+        started = time.perf_counter()
+        rng = np.random.default_rng([config.seed, run.step])  # a resumed run draws the crops an uninterrupted one would
         mixes, vocals = _batch(stems, config, rng)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(config, step)
+        run.set_learning_rate()
         loss = _loss(model, mixes, vocals)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        step += 1
-        losses.append(loss.item())
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_checkpoint()
-        if progress:
-            rate = (step - first_step) * config.batch_size / (time.perf_counter() - started)
-            progress(step, config.steps, losses[-1], rate)
+        run.step_done(loss, crops=config.batch_size, started=started)
 
     # ---- outputs -----------------------------------------------------------------------------
     model.eval()
-    save_weights(model, out_dir / "separator.pt")
-    seconds = seconds_before + time.perf_counter() - started
-    final_loss = float(np.mean(losses[-50:])) if losses else float("nan")
-    crops_per_s = (step - first_step) * config.batch_size / max(1e-9, time.perf_counter() - started)
-    (out_dir / "train.json").write_text(json.dumps({
-        "config": asdict(config), "steps": step, "final_loss": final_loss, "seconds": round(seconds, 1),
-        "crops_per_s": round(crops_per_s, 1), "n_songs": len(stems), "data": data_note,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }, indent=2))  # fmt: skip
-    _plot_losses(losses, out_dir / "loss.png")
-    return SeparatorTrainResult(out_dir=out_dir, steps=step, final_loss=final_loss, seconds=seconds,
-                                crops_per_s=crops_per_s, n_songs=len(stems))  # fmt: skip
+    result = run.finish(n_excerpts=len(stems), summary={
+        "final_loss_note": "mean L1 of the masked magnitude over the last 10 % of steps", "n_songs": len(stems),
+        "data": data_note, "parameters": sum(p.numel() for p in model.parameters()),
+    }, title="mask separator training", ylabel="L1 of masked magnitude / mix magnitude")  # fmt: skip
+    return SeparatorTrainResult(out_dir=out_dir, steps=result.steps, final_loss=result.final_loss, seconds=result.seconds,
+                                crops_per_s=result.crops_per_s, n_songs=len(stems))  # fmt: skip

@@ -1,0 +1,168 @@
+"""Worker processes: the one pool that spreads files over the cores, for every stage that does.
+
+The analysis, evaluation's baselines, training's spectrograms and the song generator all run
+one function over many files. :class:`WorkerPool` does it with what each of them needs:
+
+- **spawn** processes with one thread per native pool (torch and OpenMP do not survive a fork,
+  and two workers with spinning BLAS threads each ran slower than one);
+- results handed back **as they land**, with a bounded number of tasks in flight;
+- **crash isolation**: a worker that dies (a decoder's segfault, the OOM killer) breaks the
+  whole executor; it is rebuilt and the tasks that were in flight run again one at a time,
+  so the one that kills a worker is named (``on_crash``) and the run goes on;
+- **Ctrl-C and SIGTERM**: only the parent handles them (workers ignore SIGINT, which reaches
+  the whole process group); it stops every worker at once and raises ``KeyboardInterrupt``;
+- workers **die with their parent** when it is killed outright (:func:`nextvox.processes.die_with_parent`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from nextvox.errors import NextvoxError
+from nextvox.processes import die_with_parent
+
+__all__ = ["WorkerPool", "worker_setup"]
+
+# Native thread pools read these when numpy and torch load in a spawned worker, before any
+# initializer runs: one thread each, one process per core.
+ONE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+IN_FLIGHT_PER_WORKER = 2  # enough to keep a worker busy while its last result travels back
+STOP_WAIT_S = 5.0  # how long a stopped worker is given to end (SIGTERM) before the parent goes on
+
+
+def worker_setup(parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    """First thing in every worker: die with the parent, leave Ctrl-C to it, then the stage's own set-up."""
+    die_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group: only the parent handles it (it saves what is
+    # done and stops the workers); a worker killed mid-task would look like a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+class WorkerPool:
+    """``jobs`` spawned worker processes; use it as a context manager (see the module's notes).
+
+    Parameters
+    ----------
+    jobs : int
+        Worker processes.
+    initializer : callable, optional
+        Run once in each worker (picklable: a module-level function), with ``initargs``.
+
+    Examples
+    --------
+    >>> results = {}
+    >>> with WorkerPool(2) as pool:
+    ...     pool.run(abs, [(i, (-i,)) for i in range(4)], on_result=results.__setitem__)
+    >>> results
+    {0: 0, 1: 1, 2: 2, 3: 3}
+    """
+
+    def __init__(self, jobs: int, *, initializer: Callable[..., None] | None = None, initargs: tuple = ()):
+        self.jobs = max(1, int(jobs))
+        self._setup_args = (os.getpid(), initializer, tuple(initargs))
+        for variable in ONE_THREAD_VARIABLES:
+            os.environ.setdefault(variable, "1")
+        self._executor: ProcessPoolExecutor | None = None
+        self._children_before: set = set()
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._children_before = set(multiprocessing.active_children())
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker_setup, initargs=self._setup_args,
+            )  # fmt: skip
+        return self._executor
+
+    def run(
+        self,
+        function: Callable[..., Any],
+        tasks: Iterable[tuple[Hashable, tuple]],
+        *,
+        on_result: Callable[[Hashable, Any], None],
+        on_crash: Callable[[Hashable], None] | None = None,
+    ) -> None:
+        """Run ``function(*args)`` for every ``(key, args)`` of ``tasks``; ``on_result(key, value)`` as each lands.
+
+        ``function`` must be picklable and should turn a bad input into a value (an exception
+        it raises stops the run and is raised here). A task whose worker dies even when run
+        alone goes to ``on_crash(key)``; without ``on_crash`` that is a NextvoxError.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            On Ctrl-C (or SIGTERM turned into it): every worker is stopped first.
+        """
+        queue = list(tasks)
+        suspects: list[tuple[Hashable, tuple]] = []  # in flight when a worker died: run again alone
+        try:
+            while queue or suspects:
+                alone = [suspects.pop(0)] if suspects else None
+                in_flight: dict[Future, tuple[Hashable, tuple]] = {}
+                try:
+                    source = alone if alone is not None else queue
+                    limit = 1 if alone is not None else IN_FLIGHT_PER_WORKER * self.jobs
+                    while source or in_flight:
+                        while source and len(in_flight) < limit:
+                            future = self._start().submit(function, *source[0][1])  # a broken executor raises here too
+                            in_flight[future] = source.pop(0)
+                        finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            value = future.result()  # raises BrokenProcessPool if a worker died
+                            key, _ = in_flight.pop(future)
+                            on_result(key, value)
+                except BrokenProcessPool:
+                    self._discard()
+                    if alone is None:
+                        suspects.extend(in_flight.values())
+                        continue
+                    if not in_flight:  # found broken before this task was sent: not its doing
+                        suspects[:0] = alone
+                        continue
+                    ((key, _),) = in_flight.values()
+                    if on_crash is None:
+                        raise NextvoxError(f"a worker process died while working on {key}") from None
+                    on_crash(key)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _discard(self) -> None:
+        """Drop a broken executor and what is left of its workers; the next task starts a fresh one."""
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop at once: cancel what has not started and end the workers (not after their tasks)."""
+        if self._executor is None:
+            return
+        # The executor's processes, found through multiprocessing's public list of this process's children.
+        workers = set(multiprocessing.active_children()) - self._children_before
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.join(timeout=STOP_WAIT_S)
+
+    def close(self) -> None:
+        """Wait for the workers to end (after a run that finished)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.stop()
