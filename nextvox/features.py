@@ -112,18 +112,9 @@ def mfcc_from_log_mel(log_mel_spectrogram: np.ndarray, *, n_mfcc: int = N_MFCC) 
 
 
 def mfcc_statistics(log_mel_spectrogram: np.ndarray, *, n_valid_frames: int | None = None) -> np.ndarray:
-    """Mean and standard deviation over time of MFCC 1..19 (c0, the loudness, left out).
-
-    Parameters
-    ----------
-    log_mel_spectrogram : np.ndarray, shape (n_mels, T)
-    n_valid_frames : int, optional
-        Frames before the padding; all ``T`` when None.
-
-    Returns
-    -------
-    np.ndarray, shape (2 * (N_MFCC - 1),), float32
-    """
+    """Mean and standard deviation over time of MFCC 1..19 (c0, the loudness, left out), shape
+    (2 * (N_MFCC - 1),) float32, of a (n_mels, T) log-mel spectrogram whose first
+    ``n_valid_frames`` frames (all when None) come before the padding."""
     frames = log_mel_spectrogram[:, : n_valid_frames or log_mel_spectrogram.shape[1]]
     mfcc = mfcc_from_log_mel(frames)[1:]  # (N_MFCC - 1, T)
     return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)]).astype(np.float32)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_text_atomic"]
+from nextvox.errors import NextvoxError
+
+__all__ = ["atomic_path", "write_text_atomic", "write_file"]
 
 
 def temporary_name(path: Path) -> Path:
@@ -55,4 +57,20 @@ def write_text_atomic(path: Path, text: str) -> Path:
     """Write UTF-8 text to ``path`` atomically; returns ``path``."""
     with atomic_path(path) as part:
         part.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """A file the user asked for: ``write(temporary path)``, then it replaces ``path`` atomically.
+
+    Raises
+    ------
+    NextvoxError
+        One line naming ``path`` when the disk refuses (no folder, no permission, full).
+    """
+    try:
+        with atomic_path(path) as part:
+            write(part)
+    except OSError as error:
+        raise NextvoxError(f"cannot write {path}: {error.strerror or error}") from None
     return Path(path)

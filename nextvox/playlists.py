@@ -20,7 +20,7 @@ import numpy as np
 from nextvox.errors import NextvoxError
 from nextvox.index import normalise_rows
 from nextvox.recommend import Diversity, Filters, Query, Recommendation, Recommender, history_vector
-from nextvox.files import write_text_atomic
+from nextvox.files import write_file
 
 __all__ = [
     "RADIO_POOL_FACTOR",
@@ -194,11 +194,7 @@ def write_playlist(entries: list[PlaylistEntry], out: Path, *, title: str) -> No
     if playlist_format not in PLAYLIST_FORMATS:
         raise NextvoxError(f"the playlist file must end in .m3u8 or .xspf: {out}")
     text = render_playlist(entries, playlist_format=playlist_format, title=title)
-    out = Path(out)
-    try:
-        write_text_atomic(out, text)
-    except OSError as error:
-        raise NextvoxError(f"cannot write {out}: {error.strerror}") from None
+    write_file(Path(out), lambda part: part.write_text(text, encoding="utf-8"))
 
 
 # Characters XML 1.0 cannot hold at all (C0 controls but tab, newline and carriage return;

@@ -27,8 +27,9 @@ from threadpoolctl import threadpool_limits
 from nextvox.catalogue import Catalogue, command_hint
 from nextvox.constants import GENDERS
 from nextvox.errors import NextvoxError
+from nextvox.files import write_file
 from nextvox.gender import library_genders
-from nextvox.index import normalise_rows
+from nextvox.index import normalise_rows, pca_2d
 
 __all__ = [
     "METHODS",
@@ -165,10 +166,8 @@ def project_2d(vectors: np.ndarray, *, method: str, seed: int = 0) -> np.ndarray
 def _project(unit: np.ndarray, *, method: str, seed: int) -> np.ndarray:
     """:func:`project_2d` of unit rows, shape (N, D) -> (N, 2)."""
     n = len(unit)
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        xy = PCA(n_components=2, random_state=seed).fit_transform(unit) if unit.shape[1] >= 2 else np.c_[unit, np.zeros(n)]
+    if method == "pca":  # the page's projection too (GET /api/map): one PCA for both maps
+        xy, _ = pca_2d(unit)
     elif method == "tsne":
         from sklearn.manifold import TSNE
 
@@ -346,13 +345,7 @@ def map_png(emap: EmbeddingMap, out: Path) -> Path:
     axes.legend(title=emap.by, loc="best", fontsize=8, title_fontsize=9, framealpha=0.85)
     figure.text(0.01, 0.01, f"{emap.axis_note}  Vectors: {emap.model_version}", fontsize=7, color="#555555")
     figure.tight_layout(rect=(0, 0.03, 1, 1))
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, format="png")
-    except OSError as error:
-        raise NextvoxError(f"cannot write {out}: {error.strerror}") from None
-    return out
+    return write_file(Path(out), lambda part: figure.savefig(part, format="png"))
 
 
 _HTML = """<!DOCTYPE html>
@@ -476,9 +469,4 @@ def write_map(emap: EmbeddingMap, out: Path, *, library: Path) -> Path:
     if map_format(out) == "png":
         return map_png(emap, out)
     page = map_html(emap, audio_url_template=Path(library).resolve().as_uri().rstrip("/") + "/{path}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
-    except OSError as error:
-        raise NextvoxError(f"cannot write {out}: {error.strerror}") from None
-    return out
+    return write_file(out, lambda part: part.write_text(page, encoding="utf-8"))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -596,19 +596,10 @@ def _diversify(
     return chosen
 
 
-def recommend(
-    catalogue: Catalogue,
-    queries: list[Query],
-    *,
-    k: int = 10,
-    w_timbre: float = DEFAULT_W_TIMBRE,
-    w_melody: float = DEFAULT_W_MELODY,
-    filters: Filters = Filters(),
-    diversity: Diversity = Diversity(),
-) -> list[Recommendation]:
-    """The ``k`` best tracks for a query (or a history of queries), best first: :meth:`Recommender.recommend` once."""
-    return Recommender(catalogue).recommend(queries, k=k, w_timbre=w_timbre, w_melody=w_melody, filters=filters,
-                                            diversity=diversity)
+def recommend(catalogue: Catalogue, queries: list[Query], **options: Any) -> list[Recommendation]:
+    """The ``k`` best tracks for a query (or a history of queries), best first: :meth:`Recommender.recommend`
+    once, with its keyword ``options`` (``k``, ``w_timbre``, ``w_melody``, ``filters``, ``diversity``)."""
+    return Recommender(catalogue).recommend(queries, **options)
 
 
 def history_vector(queries: list[Query], name: str) -> np.ndarray:

@@ -235,6 +235,8 @@ def _demucs_model(path: str):
 
     import torch
 
+    # Demucs's own checkpoint format pickles the model's class and arguments, which
+    # weights_only=True refuses; only a file the user named with --separator-weights is read.
     stored = torch.load(path, map_location="cpu", weights_only=False)
     return load_model(stored).eval()
 

@@ -38,33 +38,14 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 def mfcc_baseline(samples: np.ndarray) -> np.ndarray:
-    """MFCC 1..19 mean and standard deviation of an excerpt.
-
-    Parameters
-    ----------
-    samples : np.ndarray, shape (n,), float32
-        Mono audio at ``SAMPLE_RATE_HZ``.
-
-    Returns
-    -------
-    np.ndarray, shape (38,), float32
-    """
+    """MFCC 1..19 mean and standard deviation of an excerpt (mono float32 samples at ``SAMPLE_RATE_HZ``):
+    shape (38,), float32."""
     return mfcc_statistics(log_mel(samples))
 
 
 def chroma_baseline(samples: np.ndarray) -> np.ndarray:
-    """Mean constant-Q chroma of an excerpt: its pitch-class profile.
-
-    Parameters
-    ----------
-    samples : np.ndarray, shape (n,), float32
-        Mono audio at ``SAMPLE_RATE_HZ``.
-
-    Returns
-    -------
-    np.ndarray, shape (12,), float32
-        Mean over frames of chroma normalised per frame (max 1), C first.
-    """
+    """Mean constant-Q chroma of an excerpt (mono float32 samples at ``SAMPLE_RATE_HZ``), its pitch-class
+    profile: shape (12,), float32, the mean over frames of chroma normalised per frame (max 1), C first."""
     import librosa
 
     chroma = librosa.feature.chroma_cqt(y=samples, sr=SAMPLE_RATE_HZ, hop_length=CHROMA_HOP_LENGTH)  # (12, T)

@@ -28,8 +28,8 @@ from nextvox.errors import NextvoxError
 from nextvox.files import atomic_path, write_text_atomic
 
 __all__ = [
-    "CHECKPOINT", "SUMMARY", "LOSS_PLOT", "ProgressCallback", "TrainResult", "learning_rate", "read_checkpoint",
-    "Run", "plot_losses",
+    "CHECKPOINT", "SUMMARY", "LOSS_PLOT", "ProgressCallback", "TrainResult", "learning_rate", "config_from_dict",
+    "start_or_resume", "initial_weights", "read_checkpoint", "Run", "plot_losses",
 ]  # fmt: skip
 
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume
@@ -69,6 +69,46 @@ def learning_rate(step: int, config) -> float:
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
 
 
+def config_from_dict(config_type: type, model_type: type, stored: dict):
+    """A run's config from its checkpoint's dict (the lists JSON-like storage made of tuples read back as tuples)."""
+    model = {name: tuple(value) if isinstance(value, list) else value for name, value in stored["model"].items()}
+    return config_type(**{**stored, "model": model_type(**model)})
+
+
+def start_or_resume(out_dir: Path, config, *, resume: bool, module: str, model_type: type):
+    """(checkpoint or None, the run's config, checked): with ``resume``, the checkpoint in
+    ``out_dir`` and its own config (the one given is then ignored).
+
+    Raises
+    ------
+    NextvoxError
+        No checkpoint to resume, one of another model (without weights named ``module``), or a bad config.
+    """
+    checkpoint = read_checkpoint(Path(out_dir) / CHECKPOINT) if resume else None
+    if checkpoint is not None:
+        if module not in checkpoint:
+            raise NextvoxError(f"{Path(out_dir) / CHECKPOINT} is the checkpoint of another model's training")
+        config = config_from_dict(type(config), model_type, checkpoint["train_config"])
+    if hasattr(config, "check"):
+        config.check()
+    return checkpoint, config
+
+
+def initial_weights(model: torch.nn.Module, init_weights: str | None, load: Callable[[Path], torch.nn.Module]) -> None:
+    """Fine-tuning: copy the weights of the file ``init_weights`` (when given) into ``model``.
+
+    Raises
+    ------
+    NextvoxError
+        When the file holds a model of another shape than ``model.config``.
+    """
+    if init_weights:
+        start = load(Path(init_weights))
+        if start.config != model.config:
+            raise NextvoxError(f"{init_weights} has another model shape than this run's config")
+        model.load_state_dict(start.state_dict())
+
+
 def read_checkpoint(path: Path) -> dict:
     """A run's checkpoint, to go on from it (tensors and plain values only: ``weights_only=True``).
 
@@ -94,13 +134,12 @@ class Run:
     out_dir : Path
         Holds ``checkpoint.pt``, the weights, ``train.json`` and ``loss.png``.
     config : dataclass
-        The run's config, with ``steps``, ``lr``, ``min_lr``, ``warmup_steps``,
-        ``checkpoint_every`` and ``model`` (a dataclass); saved in every checkpoint.
+        The run's config, with ``steps``, ``lr``, ``min_lr``, ``warmup_steps``, ``weight_decay``,
+        ``seed``, ``checkpoint_every`` and ``model`` (a dataclass); saved in every checkpoint.
     modules : dict of str to nn.Module
-        What the checkpoint holds weights of, by name.
-    optimizer : torch.optim.Optimizer
-    generator : torch.Generator, optional
-        Every random draw of the data; its state goes into the checkpoint.
+        What is trained (one AdamW over all their parameters: :attr:`optimizer`) and what the
+        checkpoint holds weights of, by name. :attr:`generator`, seeded with ``config.seed``,
+        is for every random draw of the data; its state goes into the checkpoint.
     save_weights : callable()
         Writes the shipped form of the weights (at every checkpoint).
     checkpoint : dict, optional
@@ -109,19 +148,19 @@ class Run:
     progress : callable(step, steps, loss, crops_per_s), optional
     """
 
-    def __init__(self, *, out_dir: Path, config, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
-                 generator: torch.Generator | None = None, save_weights: Callable[[], None], checkpoint: dict | None = None,
-                 progress: ProgressCallback | None = None):  # fmt: skip
+    def __init__(self, *, out_dir: Path, config, modules: dict[str, torch.nn.Module], save_weights: Callable[[], None],
+                 checkpoint: dict | None = None, progress: ProgressCallback | None = None):  # fmt: skip
         self.out_dir = Path(out_dir)
-        self.config, self.modules, self.optimizer, self.generator = config, modules, optimizer, generator
-        self.save_weights, self.progress = save_weights, progress
+        self.config, self.modules, self.save_weights, self.progress = config, modules, save_weights, progress
+        parameters = [p for module in modules.values() for p in module.parameters()]
+        self.optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)  # every random draw of the data and augmentations
         self.step, self.losses, self.elapsed_s, self.crops = 0, [], 0.0, 0
         if checkpoint is not None:
             for name, module in modules.items():
                 module.load_state_dict(checkpoint[name])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            if generator is not None:
-                generator.set_state(checkpoint["rng"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.generator.set_state(checkpoint["rng"])
             self.step, self.losses, self.elapsed_s = checkpoint["step"], list(checkpoint["losses"]), checkpoint["elapsed_s"]
             self.crops = checkpoint.get("crops", 0)
 
@@ -155,8 +194,7 @@ class Run:
             torch.save({
                 "model_config": asdict(self.config.model), "train_config": asdict(self.config),
                 **{name: module.state_dict() for name, module in self.modules.items()},
-                "optimizer": self.optimizer.state_dict(), "step": self.step,
-                **({"rng": self.generator.get_state()} if self.generator is not None else {}),
+                "optimizer": self.optimizer.state_dict(), "step": self.step, "rng": self.generator.get_state(),
                 "losses": self.losses, "elapsed_s": self.elapsed_s, "crops": self.crops,
             }, part)  # fmt: skip
         self.save_weights()

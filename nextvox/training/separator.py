@@ -28,7 +28,7 @@ from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
 from nextvox.labels import read_track_labels
 from nextvox.models.separator import MaskNet, SeparatorConfig, save_weights, stft
-from nextvox.training.core import CHECKPOINT, ProgressCallback, Run, read_checkpoint
+from nextvox.training.core import ProgressCallback, Run, start_or_resume
 
 __all__ = ["SeparatorTrainConfig", "Stem", "SeparatorTrainResult", "load_stems", "train_separator"]
 
@@ -136,12 +136,6 @@ def _loss(model: MaskNet, mixes: torch.Tensor, vocals: torch.Tensor) -> torch.Te
     return (estimate - vocal_magnitude).abs().mean() / (mix_magnitude.mean() + 1e-8)
 
 
-def _config_from_dict(stored: dict) -> SeparatorTrainConfig:
-    model = dict(stored["model"])
-    model["dilations"] = tuple(model["dilations"])
-    return SeparatorTrainConfig(**{**stored, "model": SeparatorConfig(**model)})
-
-
 def train_separator(
     config: SeparatorTrainConfig,
     stems: list[Stem],
@@ -169,18 +163,15 @@ def train_separator(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- model, optimiser, and the state to go on from --------------------------------------
-    checkpoint = read_checkpoint(out_dir / CHECKPOINT) if resume else None
+    steps = config.steps
+    checkpoint, config = start_or_resume(out_dir, config, resume=resume, module="model", model_type=SeparatorConfig)
     if checkpoint is not None:
-        if "model" not in checkpoint:
-            raise NextvoxError(f"{out_dir / CHECKPOINT} is not a separator training checkpoint")
-        steps = config.steps
-        config = _config_from_dict(checkpoint["train_config"])
         config.steps = max(steps, checkpoint["step"])  # a resumed run may be extended
     torch.manual_seed(config.seed)
     model = MaskNet(config.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    run = Run(out_dir=out_dir, config=config, modules={"model": model}, optimizer=optimizer,
-              save_weights=lambda: save_weights(model, out_dir / WEIGHTS), checkpoint=checkpoint, progress=progress)  # fmt: skip
+    run = Run(out_dir=out_dir, config=config, modules={"model": model}, checkpoint=checkpoint, progress=progress,
+              save_weights=lambda: save_weights(model, out_dir / WEIGHTS))  # fmt: skip
+    optimizer = run.optimizer
 
     # ---- the loop ----------------------------------------------------------------------------
     model.train()

@@ -29,7 +29,7 @@ from nextvox.models.tcae import TCAE, TCAEConfig
 from nextvox.models.tcae import load_weights as load_tcae_weights
 from nextvox.models.tcae import projection_head as melody_projection_head
 from nextvox.models.tcae import save_weights as save_tcae_weights
-from nextvox.training.core import CHECKPOINT, ProgressCallback, Run, TrainResult, read_checkpoint
+from nextvox.training.core import ProgressCallback, Run, TrainResult, initial_weights, start_or_resume
 from nextvox.training.data import make_batcher
 
 __all__ = ["TCAE_WEIGHTS", "TCAETrainConfig", "MelodyViews", "train_tcae", "default_tcae_init"]
@@ -105,12 +105,6 @@ class MelodyViews:
         return torch.cat([self._view(regions, g), self._view(regions, g)])  # (2B, F, crop)
 
 
-def _tcae_config_from_dict(stored: dict) -> TCAETrainConfig:
-    model = dict(stored["model"])
-    model["dilations"] = tuple(model["dilations"])
-    return TCAETrainConfig(**{**stored, "model": TCAEConfig(**model)})
-
-
 def train_tcae(
     config: TCAETrainConfig,
     excerpts: list[np.ndarray],
@@ -145,12 +139,7 @@ def train_tcae(
         Bad config, too few usable excerpts, no checkpoint to resume.
     """
     out_dir = Path(out_dir)
-    checkpoint = read_checkpoint(out_dir / CHECKPOINT) if resume else None
-    if checkpoint is not None:
-        if "tcae" not in checkpoint:
-            raise NextvoxError(f"{out_dir / CHECKPOINT} is not a TCAE training checkpoint")
-        config = _tcae_config_from_dict(checkpoint["train_config"])
-    config.check()
+    checkpoint, config = start_or_resume(out_dir, config, resume=resume, module="tcae", model_type=TCAEConfig)
 
     # -- data ------------------------------------------------------------------------------------
     batcher = make_batcher(MelodyViews, config, excerpts, backgrounds)
@@ -158,17 +147,13 @@ def train_tcae(
     # -- model, loss, optimiser ---------------------------------------------------------------------
     torch.manual_seed(config.seed)  # initial weights
     tcae = TCAE(config.model)
-    if config.init_weights and checkpoint is None:
-        start = load_tcae_weights(Path(config.init_weights))
-        if start.config != config.model:
-            raise NextvoxError(f"{config.init_weights} has another model shape than this run's config")
-        tcae.load_state_dict(start.state_dict())
+    if checkpoint is None:
+        initial_weights(tcae, config.init_weights, load_tcae_weights)
     head = melody_projection_head(config.model)
     contrastive = NTXentLoss(config.temperature)
-    optimizer = torch.optim.AdamW([*tcae.parameters(), *head.parameters()], lr=config.lr, weight_decay=config.weight_decay)
-    g = torch.Generator().manual_seed(config.seed)  # every random draw of the data and augmentations
-    run = Run(out_dir=out_dir, config=config, modules={"tcae": tcae, "head": head}, optimizer=optimizer, generator=g,
-              save_weights=lambda: save_tcae_weights(tcae, out_dir / TCAE_WEIGHTS), checkpoint=checkpoint, progress=progress)  # fmt: skip
+    run = Run(out_dir=out_dir, config=config, modules={"tcae": tcae, "head": head}, checkpoint=checkpoint, progress=progress,
+              save_weights=lambda: save_tcae_weights(tcae, out_dir / TCAE_WEIGHTS))  # fmt: skip
+    optimizer, g = run.optimizer, run.generator
 
     # -- loop -------------------------------------------------------------------------------------
     tcae.train(), head.train()

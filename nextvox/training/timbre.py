@@ -26,7 +26,7 @@ from nextvox.augmentations import ROLES, PitchShift, RegisterShift, TimeStretch,
 from nextvox.errors import NextvoxError
 from nextvox.losses import NTXentLoss
 from nextvox.models.timbre import DEFAULT_WEIGHTS, TimbreConfig, TimbreEncoder, load_weights, projection_head, save_weights
-from nextvox.training.core import CHECKPOINT, ProgressCallback, Run, TrainResult, read_checkpoint
+from nextvox.training.core import ProgressCallback, Run, TrainResult, initial_weights, start_or_resume
 from nextvox.training.data import make_batcher
 
 __all__ = ["WEIGHTS", "TrainConfig", "ContrastiveBatch", "train_timbre", "default_init"]
@@ -128,12 +128,6 @@ class ContrastiveBatch:
 
 # ---- the run ---------------------------------------------------------------------------------------
 
-def _config_from_dict(stored: dict) -> TrainConfig:
-    model = dict(stored["model"])
-    model["channels"] = tuple(model["channels"])
-    return TrainConfig(**{**stored, "model": TimbreConfig(**model)})
-
-
 def train_timbre(
     config: TrainConfig,
     excerpts: list[np.ndarray],
@@ -171,10 +165,7 @@ def train_timbre(
         Bad config, too few usable excerpts, no checkpoint to resume, unwritable folder.
     """
     out_dir = Path(out_dir)
-    checkpoint = read_checkpoint(out_dir / CHECKPOINT) if resume else None
-    if checkpoint is not None:
-        config = _config_from_dict(checkpoint["train_config"])
-    config.check()
+    checkpoint, config = start_or_resume(out_dir, config, resume=resume, module="encoder", model_type=TimbreConfig)
 
     # -- data ------------------------------------------------------------------------------------
     batcher = make_batcher(ContrastiveBatch, config, excerpts, backgrounds)
@@ -182,17 +173,13 @@ def train_timbre(
     # -- model, loss, optimiser ---------------------------------------------------------------------
     torch.manual_seed(config.seed)  # initial weights
     encoder = TimbreEncoder(config.model)
-    if config.init_weights and checkpoint is None:
-        start = load_weights(Path(config.init_weights))
-        if start.config != config.model:
-            raise NextvoxError(f"{config.init_weights} has another model shape than this run's config")
-        encoder.load_state_dict(start.state_dict())
+    if checkpoint is None:
+        initial_weights(encoder, config.init_weights, load_weights)
     head = projection_head(config.model)
     loss_fn = NTXentLoss(config.temperature)
-    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=config.lr, weight_decay=config.weight_decay)
-    g = torch.Generator().manual_seed(config.seed)  # every random draw of the data and augmentations
-    run = Run(out_dir=out_dir, config=config, modules={"encoder": encoder, "head": head}, optimizer=optimizer, generator=g,
-              save_weights=lambda: save_weights(encoder, out_dir / WEIGHTS), checkpoint=checkpoint, progress=progress)  # fmt: skip
+    run = Run(out_dir=out_dir, config=config, modules={"encoder": encoder, "head": head}, checkpoint=checkpoint, progress=progress,
+              save_weights=lambda: save_weights(encoder, out_dir / WEIGHTS))  # fmt: skip
+    optimizer, g = run.optimizer, run.generator
 
     # -- loop -------------------------------------------------------------------------------------
     encoder.train(), head.train()
