@@ -57,11 +57,16 @@ def import_graph() -> tuple[dict[str, set[str]], list[str]]:
     private: list[str] = []
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        module_aliases: dict[str, str] = {}  # a local name bound to another nextvox module -> that module
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name == "nextvox" or alias.name.startswith("nextvox."):
-                        edges[name].add(_resolve(alias.name.removeprefix("nextvox").lstrip("."), modules))
+                        target = _resolve(alias.name.removeprefix("nextvox").lstrip("."), modules)
+                        edges[name].add(target)
+                        if alias.asname:
+                            module_aliases[alias.asname] = target
             elif isinstance(node, ast.ImportFrom):
                 if node.level:  # relative: from .x import y
                     base = package
@@ -76,11 +81,17 @@ def import_graph() -> tuple[dict[str, set[str]], list[str]]:
                     full = ".".join(p for p in (base, alias.name) if p)
                     if full in modules:  # from nextvox.models import tcae: the submodule
                         edges[name].add(full)
+                        module_aliases[alias.asname or alias.name] = full
                         continue
                     target = _resolve(base, modules)
                     edges[name].add(target)
                     if alias.name.startswith("_") and not alias.name.startswith("__") and target != name:
                         private.append(f"nextvox.{name} imports {alias.name} from nextvox.{target}")
+        for node in ast.walk(tree):  # tcae._private: a private name reached through a module
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in module_aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and module_aliases[node.value.id] != name):  # fmt: skip
+                private.append(f"nextvox.{name} uses {node.attr} of nextvox.{module_aliases[node.value.id]}")
         edges[name].discard(name)
     return edges, private
 
