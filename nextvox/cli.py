@@ -98,6 +98,13 @@ class _RealTimeColumn(ProgressColumn):
         return Text(f"{audio_s / task.elapsed:,.0f}x real time", style="cyan")
 
 
+def _training_summary(result, weights_name: str) -> dict:
+    """The ``--json`` keys every ``train`` command reports for its run."""
+    return {"out": str(result.out_dir), "weights": str(result.out_dir / weights_name), "steps": result.steps,
+            "final_loss": round(result.final_loss, 4), "seconds": round(result.seconds, 1),
+            "crops_per_s": round(result.crops_per_s, 1)}  # fmt: skip
+
+
 def _training_progress(progress: Progress, task) -> Callable[[int, int, float, float], None]:
     """A training loop's callback (step, total, loss, crops/s) drawing on one progress bar."""
 
@@ -301,8 +308,14 @@ def _filter_options(command):
 
 
 def _playlist_options(command):
-    """Where an exported playlist points: ``--relative`` or ``--path-prefix`` (``radio``, ``path``)."""
+    """Where a playlist goes (``--out``, ``--to-server``) and where its paths point (``--relative``,
+    ``--path-prefix``): the options of ``radio`` and ``path``."""
     for option in reversed([
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the playlist here; the extension picks the format: .m3u8 or .xspf."),
+        click.option("--to-server", "to_server", metavar="NAME",
+                     help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
+                     "settings: docs/players.md)."),
         click.option("--relative", is_flag=True,
                      help="Write paths relative to the playlist's folder, so the playlist travels with the music."),
         click.option("--path-prefix", metavar="PREFIX",
@@ -430,13 +443,8 @@ def _print_tracks(results) -> None:
 @library_argument
 @click.argument("seed", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-n", "--n", "n", type=click.IntRange(min=1), default=50, show_default=True, help="Songs in the radio.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the playlist here; the extension picks the format: .m3u8 or .xspf.")
 @click.option("--follow", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="0 keeps every song near the seed's voice; 1 lets each song lead to the next.")
-@click.option("--to-server", "to_server", metavar="NAME",
-              help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
-              "settings: docs/players.md).")
 @_playlist_options
 @_filter_options
 @json_flag
@@ -486,13 +494,8 @@ def radio(
 @click.argument("end", metavar="TO", type=click.Path(path_type=Path))
 @click.option("-n", "--n", "n", type=click.IntRange(min=2), default=20, show_default=True,
               help="Songs in the path, FROM and TO included.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the playlist here; the extension picks the format: .m3u8 or .xspf.")
 @click.option("--follow", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="0 keeps each song nearest its point on the way; 1 lets the song before decide.")
-@click.option("--to-server", "to_server", metavar="NAME",
-              help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
-              "settings: docs/players.md).")
 @_playlist_options
 @_filter_options
 @json_flag
@@ -884,9 +887,7 @@ def _train_on_library(
             resume=resume, data_note=f"{library} ({len(excerpts)} tracks, separator {separator})",
             progress=_training_progress(progress, task),
         )  # fmt: skip
-    summary = {"out": str(result.out_dir), "weights": str(result.out_dir / weights_name), "steps": result.steps,
-               "final_loss": round(result.final_loss, 4), "seconds": round(result.seconds, 1),
-               "crops_per_s": round(result.crops_per_s, 1), "excerpts": result.n_excerpts}  # fmt: skip
+    summary = _training_summary(result, weights_name) | {"excerpts": result.n_excerpts}
     if as_json:
         print(json.dumps(summary))
         return
@@ -958,9 +959,7 @@ def train_separator_command(
             config, stems, out_dir=out, resume=resume, data_note=f"{library} ({len(stems)} songs)",
             progress=_training_progress(progress, task),
         )  # fmt: skip
-    summary = {"out": str(result.out_dir), "weights": str(result.out_dir / "separator.pt"), "steps": result.steps,
-               "final_loss": round(result.final_loss, 4), "seconds": round(result.seconds, 1),
-               "crops_per_s": round(result.crops_per_s, 1), "songs": result.n_songs}  # fmt: skip
+    summary = _training_summary(result, "separator.pt") | {"songs": result.n_songs}
     if as_json:
         print(json.dumps(summary))
         return
