@@ -61,7 +61,7 @@ class WorkerPool:
     >>> results = {}
     >>> with WorkerPool(2) as pool:
     ...     pool.run(abs, [(i, (-i,)) for i in range(4)], on_result=results.__setitem__)
-    >>> results
+    >>> dict(sorted(results.items()))  # in the order the results landed: sorted here
     {0: 0, 1: 1, 2: 2, 3: 3}
     """
 
