@@ -361,11 +361,18 @@ class Catalogue:
         try:
             self._db = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?immutable=1", uri=True,
                                        isolation_level=None, check_same_thread=False)
-            self._check_meta()
+            self._check_meta(writable=False)
         except sqlite3.DatabaseError as error:
             raise CatalogueError(f"cannot open the catalogue {self.path}: {error}") from None
 
-    def _check_meta(self) -> None:
+    def _check_meta(self, *, writable: bool = True) -> None:
+        """Check the meta rows; when ``writable``, fill them in (a new catalogue) or migrate them (schema 1).
+
+        A catalogue opened read-only is read as it is: a schema 1 one has no ``catalogue_id``
+        (its vector index is then never trusted) and its sequences are float16.
+        """
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(sequences)")]
+        self._encoding_column = "encoding" if "encoding" in columns or not columns else "'float16'"
         rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         if not rows:
             self._db.executemany(
@@ -381,7 +388,7 @@ class Catalogue:
                 f"the data directory {self.data_dir} holds the catalogue of {rows.get('library')}; "
                 f"pass another --data-dir for {self.library}"
             )
-        if int(rows["schema_version"]) < SCHEMA_VERSION or "catalogue_id" not in rows:
+        if writable and (int(rows["schema_version"]) < SCHEMA_VERSION or "catalogue_id" not in rows):
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [("schema_version", str(SCHEMA_VERSION)), ("catalogue_id", rows.get("catalogue_id") or uuid.uuid4().hex)],
@@ -539,7 +546,7 @@ class Catalogue:
         for start in range(0, len(hashes), _SQL_BATCH):
             batch = hashes[start : start + _SQL_BATCH]
             rows = self._db.execute(
-                "SELECT content_hash, model_version, n_channels, sequence, encoding FROM sequences"
+                f"SELECT content_hash, model_version, n_channels, sequence, {self._encoding_column} FROM sequences"
                 f" WHERE name = ? AND content_hash IN ({','.join('?' * len(batch))})", [name, *batch]).fetchall()
             for digest, version, channels, blob, encoding in rows:
                 found[digest] = (version, decode_sequence(blob, encoding=encoding, n_channels=channels))

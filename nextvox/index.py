@@ -23,6 +23,7 @@ so queries find them current.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from functools import cached_property
 from pathlib import Path
@@ -312,12 +313,14 @@ def open_index(catalogue: Catalogue, name: str, *, exact_max_vectors: int = EXAC
             approximate = stored.ivf() if stored.meta["n"] > exact_max_vectors else None
             if stored.meta["n"] <= exact_max_vectors or approximate is not None:
                 return _as_index(stored, approximate=approximate)
+            if not os.access(catalogue.data_dir, os.W_OK):
+                return _as_index(stored, approximate=build_ivf(np.asarray(stored.vectors)))
             ann = build_ivf(np.asarray(stored.vectors))
             stored = _store(catalogue.data_dir, name, keys=np.asarray(stored.keys), versions=_versions_of(stored),
                             vectors=stored.vectors, ann=ann, trained_size=stored.meta["n"],
                             catalogue_id=catalogue.catalogue_id, generation=generation)
             return _as_index(stored, approximate=stored.ivf())
-        if stored is not None:
+        if stored is not None and os.access(catalogue.data_dir, os.W_OK):
             updated = _appended(catalogue, name, stored, generation=generation, exact_max_vectors=exact_max_vectors)
             if updated is not None:
                 return updated
@@ -328,6 +331,9 @@ def open_index(catalogue: Catalogue, name: str, *, exact_max_vectors: int = EXAC
         return VectorIndex([], np.zeros((0, 0), dtype=np.float32))
     matrix = normalise_rows(matrix.astype(np.float32, copy=False))
     ann = build_ivf(matrix) if len(hashes) > exact_max_vectors else None
+    if catalogue.catalogue_id is None or not os.access(catalogue.data_dir, os.W_OK):
+        # A catalogue read where nothing can be written (a read-only copy): the index lives in memory.
+        return VectorIndex(hashes, matrix, approximate=ann, model_versions=frozenset(versions), normalised=True)
     stored = _store(catalogue.data_dir, name, keys=np.asarray(hashes, dtype="S"), versions=versions, vectors=matrix, ann=ann,
                     trained_size=len(hashes) if ann is not None else None, catalogue_id=catalogue.catalogue_id,
                     generation=generation)

@@ -131,3 +131,4 @@ def test_pca_2d_keeps_the_main_axis() -> None:
     coordinates, share = pca_2d(points)
     assert coordinates.shape == (200, 2) and share[0] > 0.99
     assert pca_2d(np.zeros((0, 3)))[0].shape == (0, 2)
+
