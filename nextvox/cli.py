@@ -131,10 +131,13 @@ def _progress(enabled: bool = True) -> Iterator[Progress]:
 
 
 def _decoder_notes_to_log(data_dir: Path) -> None:
-    """Native decoders' notes on damaged files go to DATA_DIR/decoder.log, not over our one-line messages."""
+    """Native decoders' notes on damaged files go to DATA_DIR/decoder.log, not over our one-line messages
+    (to nowhere where the data directory exists but cannot be written: a read-only copy is still read)."""
     from nextvox.audio import redirect_native_stderr
 
-    redirect_native_stderr(Path(data_dir) / "decoder.log")
+    data_dir = Path(data_dir)
+    writable = not data_dir.is_dir() or os.access(data_dir, os.W_OK)
+    redirect_native_stderr(data_dir / "decoder.log" if writable else os.devnull)
 
 
 # ---- demo ------------------------------------------------------------------------------------

@@ -486,10 +486,15 @@ def test_status_reads_a_catalogue_on_a_read_only_mount(odd_library, tmp_path: Pa
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mounted)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        shutil.copytree(data, mounted / "data")
+        shutil.copytree(data, mounted / "data", ignore=shutil.ignore_patterns("index"))  # no stored vector index
         subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
         result = run("status", str(library), "--data-dir", str(mounted / "data"), "--json")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["counts"] == {"analyzed": 6, "failed": 0, "pending": 0}
+        query = next(t["path"] for t in json.loads(result.stdout)["tracks"] if t["status"] == "analyzed")
+        # A query there builds its index in memory (nothing can be written) and answers.
+        found = run("recommend", str(library), query, "--data-dir", str(mounted / "data"), "--json", "-k", "3")
+        assert found.returncode == 0, found.stderr
+        assert len(json.loads(found.stdout)["results"]) == 3
     finally:
         subprocess.run(["umount", "-l", str(mounted)], check=True)
