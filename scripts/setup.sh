@@ -14,7 +14,11 @@ DEBIAN_PACKAGES=(
   festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-ca-ona-hts festvox-ru
   flite espeak-ng fluidsynth fluid-soundfont-gm ffmpeg sox libsndfile1 gcc
 )
-$for_tests && DEBIAN_PACKAGES+=(chromium mpd nodejs npm)  # mpd: the MPD integration is tested against the real daemon; npm: axe-core
+$for_tests && DEBIAN_PACKAGES+=(chromium mpd)  # mpd: the MPD integration is tested against the real daemon
+# npm installs axe-core for the page's accessibility test. A Node.js from another source (such as
+# NodeSource's, which bundles npm) conflicts with Debian's npm package, so ask for it only when
+# no npm is on the PATH.
+$for_tests && ! command -v npm >/dev/null 2>&1 && DEBIAN_PACKAGES+=(nodejs npm)
 PYTHON=${PYTHON:-python3}
 # A bare Debian python3 lacks venv and the headers that webrtcvad (resemblyzer) compiles against.
 if ! "$PYTHON" -c "import ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')" 2>/dev/null; then
