@@ -7,6 +7,8 @@ and the catalogue tests need, with no dependence on the song generator.
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import av
@@ -79,3 +81,16 @@ def make_library(root: Path, *, songs_per_singer: int = 3, seconds: float = 6.0,
             write_audio(root / rel, voice(seconds=seconds, formants_hz=formants, f0_hz=150 + 40 * s, seed=10 * s + i))
             labels[rel] = singer
     return labels
+
+
+def analysed_count(data_dir: Path) -> int:
+    """How many tracks the catalogue in ``data_dir`` holds as analysed (0 while it cannot be read).
+
+    Polled while an ``analyze`` runs, so the connection is closed each time (``with connect()``
+    alone only ends the transaction).
+    """
+    try:
+        with closing(sqlite3.connect(data_dir / "catalogue.sqlite", timeout=5)) as db:
+            return db.execute("SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'").fetchone()[0]
+    except sqlite3.Error:
+        return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from factories import make_library
+from factories import analysed_count, make_library
 
 NEXTVOX = [sys.executable, "-m", "nextvox"]
 
@@ -138,14 +138,6 @@ def test_help_of_every_command_names_data_dir() -> None:
         assert result.returncode == 0 and "--data-dir" in result.stdout, command
 
 
-def _analysed_count(data: Path) -> int:
-    try:
-        with sqlite3.connect(data / "catalogue.sqlite", timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_analyze_resumes_without_redoing_tracks(tmp_path: Path, how: signal.Signals) -> None:
     library, data = tmp_path / "music", tmp_path / "data"
@@ -157,14 +149,14 @@ def test_interrupted_analyze_resumes_without_redoing_tracks(tmp_path: Path, how:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
-    while _analysed_count(data) < 2 and time.monotonic() < deadline and process.poll() is None:
+    while analysed_count(data) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
     if how == signal.SIGINT:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
     else:
         os.killpg(process.pid, signal.SIGKILL)
     _, stderr = process.communicate(timeout=60)
-    done_before = _analysed_count(data)
+    done_before = analysed_count(data)
     assert 0 < done_before < total, "the run must be cut mid-way for this test to mean anything"
     if how == signal.SIGINT:
         assert process.returncode == 1 and "interrupted" in stderr and "Traceback" not in stderr
@@ -190,7 +182,7 @@ def test_a_worker_killed_mid_track_is_replaced_and_its_track_redone(tmp_path: Pa
     process = subprocess.Popen([*NEXTVOX, "analyze", str(library), "--data-dir", str(data), "--jobs", "1", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while _analysed_count(data) < 1 and time.monotonic() < deadline and process.poll() is None:
+    while analysed_count(data) < 1 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
     workers = _worker_pids(process.pid)
     assert workers, "no worker process found"

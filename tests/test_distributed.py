@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factories import make_library, write_audio
+from factories import analysed_count, make_library, write_audio
 
 from nextvox.distributed import local_cluster, map_on_ray
 
@@ -109,14 +109,6 @@ def unused_port() -> int:
         return s.getsockname()[1]
 
 
-def _analysed_count(data: Path) -> int:
-    try:
-        with sqlite3.connect(data / "catalogue.sqlite", timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 # ---- without a cluster -------------------------------------------------------------------------
 
 
@@ -172,11 +164,11 @@ def test_two_node_cluster_survives_a_killed_driver_and_uses_both_nodes(
                                "--ray-address", address, "--json"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 300
-    while _analysed_count(data) < 2 and time.monotonic() < deadline and driver.poll() is None:
+    while analysed_count(data) < 2 and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.05)
     driver.kill()  # kill -9 of the driver, mid-job
     driver.communicate(timeout=60)
-    done_before = _analysed_count(data)
+    done_before = analysed_count(data)
     assert 0 < done_before < N_GOOD, "the run must be cut mid-way for this test to mean anything"
     with sqlite3.connect(data / "catalogue.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factories import make_library, voice, write_audio
+from factories import analysed_count, make_library, voice, write_audio
 
 NEXTVOX = [sys.executable, "-m", "nextvox"]
 LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
@@ -26,14 +26,6 @@ LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="ne
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*NEXTVOX, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def _analysed_count(data: Path) -> int:
-    try:
-        with sqlite3.connect(data / "catalogue.sqlite", timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM tracks WHERE status = 'analyzed'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 def _children(pid: int, marker: bytes) -> list[int]:
@@ -80,7 +72,7 @@ def test_workers_and_resource_tracker_end_with_analyze(tmp_path: Path, how: sign
                                stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while _analysed_count(data) < 1 and time.monotonic() < deadline and process.poll() is None:
+        while analysed_count(data) < 1 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
         workers = _children(process.pid, b"spawn_main")
         trackers = _children(process.pid, b"resource_tracker")
@@ -460,7 +452,7 @@ def test_a_second_analyze_of_one_data_dir_is_told_what_is_happening(tmp_path: Pa
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while _analysed_count(data) < 1 and time.monotonic() < deadline and first.poll() is None:
+        while analysed_count(data) < 1 and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.05)
         assert first.poll() is None, "the first run must still be going"
         second = run("analyze", str(library), "--data-dir", str(data))
