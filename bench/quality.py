@@ -194,7 +194,7 @@ def markdown(results: dict[str, dict], *, args: argparse.Namespace, styles: list
         lines += ["", f"## {STYLE_TITLES[key]}", "", format_table(results[key])]
         adapted = f"{key}_adapted"
         if adapted in results:
-            lines += ["", f"### After `nextvox train timbre` on this library", "", f"The shipped encoder fine-tuned for"
+            lines += ["", "### After `nextvox train timbre` on this library", "", f"The shipped encoder fine-tuned for"
                       f" {args.adapt_steps} steps on the evaluated library itself (self-supervised: no labels), then"
                       " evaluated with `--model`; baselines unchanged.", "", format_table(results[adapted])]
     return "\n".join(lines) + "\n"

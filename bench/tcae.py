@@ -40,7 +40,7 @@ import torch
 from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings
 from nextvox.catalogue import content_hash
 from nextvox.constants import FRAMES_PER_EXCERPT
-from nextvox.evaluation import cosine_similarity, evaluate_library, melody_retrieval, read_labels, sequence_similarity_matrix, singer_retrieval
+from nextvox.evaluation import cosine_similarity, evaluate_library, melody_retrieval, read_labels, singer_retrieval
 from nextvox.features import MelCache
 from nextvox.models.tcae import (
     AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_HOP_FRAMES, SEQUENCE_MAX_STEPS, TCAE, TCAEConfig, load_weights, local_alignment,

@@ -15,7 +15,6 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from nextvox import __version__
 from nextvox.analysis import AnalysisSettings, melody_model_version, timbre_model_version

@@ -1,7 +1,5 @@
 """Vocal separation: the interface, each method's effect on a synthetic mixture, training, errors."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 

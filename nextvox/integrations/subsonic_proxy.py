@@ -38,7 +38,6 @@ from nextvox.integrations import require
 from nextvox.integrations.subsonic import (API_VERSION, SongMap, SubsonicClient, SubsonicConfig, form_fields, map_songs,
                                            server_songs)
 from nextvox.playlists import radio
-from nextvox.recommend import Recommender
 from nextvox.voicepath import voice_path
 
 __all__ = ["EXTENSIONS", "AUTH_PARAMS", "voice_similarity", "subsonic_document", "create_proxy_app"]
