@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nextvox.errors import MissingDependencyError, NextvoxError
+from nextvox.workers import compile_shared_kernels
 
 __all__ = ["RemoteResult", "import_ray", "check_address", "map_on_ray", "local_cluster"]
 
@@ -233,6 +234,9 @@ def map_on_ray(
     if not items:
         return
     ray = import_ray()
+    # Actors on the driver's machine share its numba cache: fill it before they start (see
+    # nextvox.workers). Other nodes fill theirs on first use; docs/scale.md says how to warm them.
+    compile_shared_kernels()
     connected_here = not ray.is_initialized()
     _connect(ray, address, num_cpus=actors or os.cpu_count() or 1)
     try:

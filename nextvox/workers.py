@@ -11,7 +11,10 @@ one function over many files. :class:`WorkerPool` does it with what each of them
   so the one that kills a worker is named (``on_crash``) and the run goes on;
 - **Ctrl-C and SIGTERM**: only the parent handles them (workers ignore SIGINT, which reaches
   the whole process group); it stops every worker at once and raises ``KeyboardInterrupt``;
-- workers **die with their parent** when it is killed outright (:func:`nextvox.processes.die_with_parent`).
+- workers **die with their parent** when it is killed outright (:func:`nextvox.processes.die_with_parent`);
+- librosa's cached numba kernels are **compiled in the parent first** (:func:`compile_shared_kernels`):
+  two workers compiling one ``guvectorize`` kernel at once can pair cache files from different
+  processes (numba issue 10128), and every later call to it then segfaults.
 """
 
 from __future__ import annotations
@@ -27,13 +30,39 @@ from typing import Any
 from nextvox.errors import NextvoxError
 from nextvox.processes import die_with_parent
 
-__all__ = ["WorkerPool", "worker_setup"]
+__all__ = ["WorkerPool", "worker_setup", "compile_shared_kernels"]
 
 # Native thread pools read these when numpy and torch load in a spawned worker, before any
 # initializer runs: one thread each, one process per core.
 ONE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 IN_FLIGHT_PER_WORKER = 2  # enough to keep a worker busy while its last result travels back
 STOP_WAIT_S = 5.0  # how long a stopped worker is given to end (SIGTERM) before the parent goes on
+
+
+_kernels_compiled = False
+
+
+def compile_shared_kernels() -> None:
+    """Compile (or load from numba's cache) librosa's cached ``guvectorize`` kernels, once per process.
+
+    The workers' stages reach them through ``estimate_tuning`` (pitch peaks and local maxima,
+    in chroma), ``zero_crossings`` and ``peak_pick``, for float32 and float64 input. Run in the
+    parent before workers start, so that no two processes write one kernel's cache at once.
+    """
+    global _kernels_compiled
+    if _kernels_compiled:
+        return
+    import librosa
+    import numpy as np
+
+    for dtype in (np.float32, np.float64):
+        tone = np.sin(2 * np.pi * 440.0 * np.arange(8192) / 16000.0).astype(dtype)  # 0.5 s at 16 kHz
+        librosa.estimate_tuning(y=tone, sr=16000)
+        librosa.zero_crossings(tone)
+        librosa.util.localmax(tone)
+        librosa.util.localmin(tone)
+        librosa.util.peak_pick(tone, pre_max=3, post_max=3, pre_avg=3, post_avg=5, delta=0.5, wait=10)
+    _kernels_compiled = True
 
 
 def worker_setup(parent_pid: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
@@ -75,6 +104,7 @@ class WorkerPool:
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
+            compile_shared_kernels()
             self._children_before = set(multiprocessing.active_children())
             self._executor = ProcessPoolExecutor(
                 max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
