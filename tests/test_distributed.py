@@ -23,6 +23,7 @@ import pytest
 
 from factories import analysed_count, make_library, write_audio
 
+from nextvox.catalogue import decode_sequence
 from nextvox.distributed import local_cluster, map_on_ray
 
 NEXTVOX = [sys.executable, "-m", "nextvox"]
@@ -39,8 +40,8 @@ def _catalogue(data: Path) -> dict:
             "SELECT content_hash, analysis_version, duration_s, excerpt_start_s, excerpt_s FROM analyses")}
         vectors = {(h, n): (v, np.frombuffer(b, dtype=np.float32)) for h, n, v, b in db.execute(
             "SELECT content_hash, name, model_version, vector FROM vectors")}
-        sequences = {(h, n): (v, np.frombuffer(b, dtype=np.float16)) for h, n, v, b in db.execute(
-            "SELECT content_hash, name, model_version, sequence FROM sequences")}
+        sequences = {(h, n): (v, decode_sequence(b, encoding=e, n_channels=c).ravel()) for h, n, v, b, e, c in db.execute(
+            "SELECT content_hash, name, model_version, sequence, encoding, n_channels FROM sequences")}
     return {"tracks": tracks, "analyses": analyses, "vectors": vectors, "sequences": sequences}
 
 
