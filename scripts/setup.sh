@@ -44,6 +44,10 @@ fi
 extras=""
 $for_tests && extras="[test]"
 .venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".$extras"
+# librosa's numba kernels, cached beside its code, may have been written by two processes at
+# once before nextvox compiled them ahead of its workers (numba issue 10128): such a cache
+# crashes every call. Dropping it is safe; the next run compiles it again, in one process.
+find .venv/lib/python3*/site-packages/librosa -name '*.nb[ic]' -delete 2>/dev/null || true
 if .venv/bin/python -m pip list 2>/dev/null | grep -qiE '^(torchaudio|nvidia-)'; then
   echo "setup: a CUDA or torchaudio package was installed; remove it (see scripts/constraints.txt)" >&2
   exit 1
