@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from nextvox.analysis import analyze_library
 from nextvox.catalogue import Catalogue, resolve_library
 from nextvox.recommend import Recommender
 from nextvox.voicepath import arc_progress, step_similarities, voice_path
+from quality import git_commit  # the bench scripts' one way to name the commit measured
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -45,13 +45,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=None, help="where the library and its catalogue are kept between runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "path.md", help="the Markdown report")
     return parser.parse_args(argv)
-
-
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
-
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def nearest_neighbour_walk(vectors: np.ndarray, start: int, end: int, n: int) -> list[int]:
