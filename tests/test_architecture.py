@@ -16,14 +16,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nextvox"
 # below it, never one above. Names are relative to nextvox; a name ending in "." covers a package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("", "constants", "errors", "files", "processes", "workers", "labels")),
-    ("dsp", ("audio", "features", "augmentations", "losses", "melody_match")),
+    ("dsp", ("audio", "features", "augmentations", "losses", "melody_match", "alignment_kernel")),
     ("models", ("models", "models.")),
     ("separation", ("separation",)),
     ("store", ("catalogue", "index")),
     ("engines", ("distributed",)),
     ("analysis", ("analysis",)),
     ("gender", ("gender",)),
-    ("search", ("recommend", "playlists", "voicepath")),
+    ("search", ("recommend", "recommend.", "playlists", "voicepath")),
     ("evaluation, training, plots", ("evaluation", "evaluation.", "training", "training.", "plots")),
     ("workflows", ("workflows",)),
     ("interfaces", ("cli", "__main__", "api", "api.", "integrations", "integrations.")),
