@@ -1,0 +1,222 @@
+"""The queries: ``recommend`` (the next songs), ``radio`` (a playlist that follows a voice) and
+``path`` (a playlist from one voice to another), and how their results are printed or written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from nextvox.cli.common import (
+    CONTEXT, FiniteFloatRange, app, chosen_data_dir, data_dir_option, decoder_notes_to_log, json_flag, library_argument,
+    stderr, stdout,
+)  # fmt: skip
+from nextvox.cli.filters import filter_options, query_filters
+from nextvox.cli.players import push_to_server
+
+
+def _playlist_options(command):
+    """Where a playlist goes (``--out``, ``--to-server``) and where its paths point (``--relative``,
+    ``--path-prefix``): the options of ``radio`` and ``path``."""
+    for option in reversed([
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the playlist here; the extension picks the format: .m3u8 or .xspf."),
+        click.option("--to-server", "to_server", metavar="NAME",
+                     help="Also save it as the playlist NAME on the Subsonic server (updated in place when it exists; "
+                     "settings: docs/players.md)."),
+        click.option("--relative", is_flag=True,
+                     help="Write paths relative to the playlist's folder, so the playlist travels with the music."),
+        click.option("--path-prefix", metavar="PREFIX",
+                     help="Write each library path after PREFIX: where another player sees the library "
+                     "(/mnt/music, http://nas/music)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _write_playlist(songs, out: Path, *, root: Path, title: str, relative: bool, path_prefix: str | None) -> None:
+    from nextvox.playlists import playlist_entries, write_playlist
+
+    if relative and path_prefix:
+        raise click.UsageError("--relative and --path-prefix exclude each other")
+    entries = playlist_entries(songs, library=root, relative_to=out.expanduser().absolute().parent if relative else None,
+                               prefix=path_prefix)
+    write_playlist(entries, out, title=title)
+
+
+def _history_weights(weights: str | None, n_queries: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n_queries
+    try:
+        values = [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise click.UsageError(f"--weights must be numbers separated by commas: {weights}") from None
+    if len(values) != n_queries or not all(math.isfinite(w) and w > 0 for w in values):
+        raise click.UsageError(f"--weights needs {n_queries} positive numbers, one per query")
+    return values
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.argument("query", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-k", "--k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of recommendations.")
+@click.option("--melody-weight", type=FiniteFloatRange(min=0.0), help="Weight of melody similarity in the score.")
+@click.option("--timbre-weight", type=FiniteFloatRange(min=0.0), help="Weight of voice (timbre) similarity in the score.")
+@click.option("--weights", help="Weights of the queries of a listening history, comma-separated (default: equal).")
+@filter_options
+@click.option("--per-artist", type=click.IntRange(min=0), default=3, show_default=True,
+              help="At most this many results per artist (0: no cap).")
+@click.option("--mmr", "mmr_lambda", type=FiniteFloatRange(0.0, 1.0), default=1.0, show_default=True,
+              help="Maximal marginal relevance lambda: 1 ranks by score alone, lower values vary the voices.")
+@json_flag
+@data_dir_option
+@click.pass_context
+def recommend(
+    ctx: click.Context, library: Path, query: tuple[Path, ...], k: int, melody_weight: float | None,
+    timbre_weight: float | None, weights: str | None, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...],
+    gender: str | None, per_artist: int, mmr_lambda: float, as_json: bool, data_dir: Path | None,
+) -> None:
+    """Recommend the next songs: voices (and, by choice, melodies) alike, each with the reason.
+
+    QUERY is a track of the library (its path, or words of its artist and title, quoted:
+    "anna spring"), or any audio file; several QUERYs are a listening history.
+    """
+    # No nextvox.analysis here: it loads torch (3-4 s), which a query from stored vectors never needs.
+    from nextvox.catalogue import Catalogue, resolve_library
+    from nextvox.recommend import DEFAULT_W_MELODY, DEFAULT_W_TIMBRE, Diversity, recommend as recommend_tracks, resolve_query
+
+    history_weights = _history_weights(weights, len(query))
+    w_timbre = DEFAULT_W_TIMBRE if timbre_weight is None else timbre_weight
+    w_melody = DEFAULT_W_MELODY if melody_weight is None else melody_weight
+    if w_timbre == 0 and w_melody == 0:
+        raise click.UsageError("--timbre-weight and --melody-weight cannot both be 0")
+    root = resolve_library(library)
+    with Catalogue(chosen_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        decoder_notes_to_log(catalogue.data_dir)
+        queries = [resolve_query(catalogue, q, weight=w) for q, w in zip(query, history_weights)]
+        results = recommend_tracks(
+            catalogue, queries, k=k, w_timbre=w_timbre, w_melody=w_melody,
+            filters=query_filters(root, exclude_artist, heard, genre, gender),
+            diversity=Diversity(mmr_lambda=mmr_lambda, per_artist=per_artist or None),
+        )
+    labels = [q.label for q in queries]
+    if as_json:
+        print(json.dumps({
+            "query": labels[0] if len(labels) == 1 else labels,
+            "results": [r.__dict__ for r in results],
+        }))
+        return
+    stdout.print(f"Voices like {', '.join(labels)}:")
+    _print_tracks(results)
+
+
+def _print_tracks(results) -> None:
+    table = Table("#", "score", "track", "artist — title", "genre", "why", box=None, pad_edge=False)
+    for rank, r in enumerate(results, 1):
+        table.add_row(str(rank), f"{r.score:.3f}", r.path, f"{r.artist or '?'} — {r.title or '?'}", r.genre or "", r.reason)
+    stdout.print(table)
+
+
+# ---- radio -----------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.argument("seed", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=50, show_default=True, help="Songs in the radio.")
+@click.option("--follow", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="0 keeps every song near the seed's voice; 1 lets each song lead to the next.")
+@_playlist_options
+@filter_options
+@json_flag
+@data_dir_option
+@click.pass_context
+def radio(
+    ctx: click.Context, library: Path, seed: tuple[Path, ...], n: int, out: Path | None, follow: float,
+    to_server: str | None, relative: bool, path_prefix: str | None, exclude_artist: bool, heard: Path | None,
+    genre: tuple[str, ...], gender: str | None, as_json: bool, data_dir: Path | None,
+) -> None:
+    """A radio that follows a voice: an ordered playlist, never the same artist twice in a row.
+
+    SEED is a track of the library (its path, or words of its artist and title), or any audio file.
+    """
+    from nextvox.catalogue import Catalogue, resolve_library
+    from nextvox.playlists import PLAYLIST_FORMATS, radio as make_radio
+    from nextvox.recommend import Recommender, resolve_query
+
+    if out is not None and out.suffix.lower().lstrip(".") not in PLAYLIST_FORMATS:
+        raise click.UsageError(f"--out must end in .m3u8 or .xspf: {out}")
+    root = resolve_library(library)
+    with Catalogue(chosen_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        decoder_notes_to_log(catalogue.data_dir)
+        seeds = [resolve_query(catalogue, s) for s in seed]
+        songs = make_radio(Recommender(catalogue), seeds, n=n, follow=follow,
+                           filters=query_filters(root, exclude_artist, heard, genre, gender))
+    title = f"nextvox radio: {', '.join(s.label for s in seeds)}"
+    if out is not None:
+        _write_playlist(songs, out, root=root, title=title, relative=relative, path_prefix=path_prefix)
+    pushed = push_to_server(to_server, [r.path for r in songs], root=root, data_dir=chosen_data_dir(ctx, library, data_dir))
+    if as_json:
+        print(json.dumps({"seed": [s.label for s in seeds], "out": str(out) if out else None,
+                          "tracks": [r.__dict__ for r in songs], **({"server_playlist": pushed} if pushed else {})}))
+        return
+    if out is not None:
+        stderr.print(f"{len(songs)} songs written to {out}")
+    else:
+        _print_tracks(songs)
+
+
+# ---- path ------------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
+@library_argument
+@click.argument("start", metavar="FROM", type=click.Path(path_type=Path))
+@click.argument("end", metavar="TO", type=click.Path(path_type=Path))
+@click.option("-n", "--n", "n", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Songs in the path, FROM and TO included.")
+@click.option("--follow", type=FiniteFloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="0 keeps each song nearest its point on the way; 1 lets the song before decide.")
+@_playlist_options
+@filter_options
+@json_flag
+@data_dir_option
+@click.pass_context
+def path(
+    ctx: click.Context, library: Path, start: Path, end: Path, n: int, out: Path | None, follow: float,
+    to_server: str | None, relative: bool, path_prefix: str | None, exclude_artist: bool, heard: Path | None,
+    genre: tuple[str, ...], gender: str | None, as_json: bool, data_dir: Path | None,
+) -> None:
+    """A voice path: a playlist from FROM to TO, each voice close to the one before (library tracks)."""
+    from nextvox.analysis import AnalysisSettings
+    from nextvox.catalogue import Catalogue, resolve_library
+    from nextvox.playlists import PLAYLIST_FORMATS
+    from nextvox.recommend import Recommender, resolve_query
+    from nextvox.voicepath import voice_path
+
+    if out is not None and out.suffix.lower().lstrip(".") not in PLAYLIST_FORMATS:
+        raise click.UsageError(f"--out must end in .m3u8 or .xspf: {out}")
+    root = resolve_library(library)
+    with Catalogue(chosen_data_dir(ctx, library, data_dir), library=root, create=False) as catalogue:
+        decoder_notes_to_log(catalogue.data_dir)
+        ends = [resolve_query(catalogue, track, settings=AnalysisSettings()) for track in (start, end)]
+        songs = voice_path(Recommender(catalogue), ends[0], ends[1], n=n, follow=follow,
+                           filters=query_filters(root, exclude_artist, heard, genre, gender))
+    title = f"nextvox path: {ends[0].label} to {ends[1].label}"
+    if out is not None:
+        _write_playlist(songs, out, root=root, title=title, relative=relative, path_prefix=path_prefix)
+    pushed = push_to_server(to_server, [r.path for r in songs], root=root, data_dir=chosen_data_dir(ctx, library, data_dir))
+    if as_json:
+        print(json.dumps({"from": ends[0].label, "to": ends[1].label, "out": str(out) if out else None,
+                          "tracks": [r.__dict__ for r in songs], **({"server_playlist": pushed} if pushed else {})}))
+        return
+    if len(songs) < n:
+        stderr.print(f"only {len(songs)} songs: the library (after the filters) has no more voices for this path")
+    if out is not None:
+        stderr.print(f"{len(songs)} songs written to {out}")
+    else:
+        _print_tracks(songs)
+
