@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("dsp", ("audio", "features", "augmentations", "losses", "melody_match", "alignment_kernel")),
     ("models", ("models", "models.")),
     ("separation", ("separation",)),
-    ("store", ("catalogue", "index")),
+    ("store", ("catalogue", "catalogue.", "index")),
     ("engines", ("distributed",)),
     ("analysis", ("analysis",)),
     ("gender", ("gender",)),

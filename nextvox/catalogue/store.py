@@ -33,48 +33,25 @@ and every change is one transaction, so a killed process leaves the last committ
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import re
 import sqlite3
-import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
-from nextvox.audio import AUDIO_EXTENSIONS
+from nextvox.catalogue.datadir import CATALOGUE_FILE, command_hint
+from nextvox.catalogue.sequences import decode_sequence, encode_rows_int8
 from nextvox.errors import CatalogueError, NextvoxError
 
-__all__ = [
-    "SEQUENCE_ENCODINGS",
-    "encode_rows_int8",
-    "decode_sequence",
-    "Track",
-    "ScanReport",
-    "Catalogue",
-    "default_data_dir",
-    "command_hint",
-    "library_data_dir",
-    "remember_data_dir",
-    "resolve_library",
-    "content_hash",
-    "catalogue_path",
-    "track_file",
-    "read_tags",
-    "scan_library",
-    "exclusive_analysis",
-]
+__all__ = ["SCHEMA_VERSION", "Track", "Catalogue"]
 
 SCHEMA_VERSION = 2
-HASH_CHUNK_BYTES = 1 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -122,7 +99,6 @@ _GENERATION_TRIGGERS = [
     END"""
     for event, row in (("INSERT", "NEW"), ("DELETE", "OLD"), ("UPDATE", "NEW"))
 ]
-SEQUENCE_ENCODINGS = ("float16", "int8-rows")
 
 
 @dataclass(frozen=True)
@@ -140,168 +116,6 @@ class Track:
     status: str
     error: str | None
     duration_s: float | None = None
-
-
-@dataclass(frozen=True)
-class ScanReport:
-    """What a scan found: counts of files per kind of change."""
-
-    total: int
-    new: int
-    changed: int
-    moved: int
-    removed: int
-    unchanged: int
-
-
-CATALOGUE_FILE = "catalogue.sqlite"
-
-
-def default_data_dir(library: Path) -> Path:
-    """Where a library's catalogue lives when no ``--data-dir`` is given.
-
-    ``$NEXTVOX_DATA_DIR`` when set, else ``$XDG_DATA_HOME/nextvox/<name>-<digest>`` (by
-    default under ``~/.local/share``): outside the music folder, which may be read-only,
-    and one directory per library, told apart by a digest of its absolute path.
-    """
-    if os.environ.get("NEXTVOX_DATA_DIR"):
-        return Path(os.environ["NEXTVOX_DATA_DIR"])
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    root = Path(library).resolve()
-    digest = hashlib.blake2b(str(root).encode(), digest_size=4).hexdigest()
-    return base / "nextvox" / f"{root.name or 'root'}-{digest}"
-
-
-REMEMBERED_DATA_DIR_FILE = "data-dir.txt"  # in a library's default data directory: where its catalogue really is
-
-
-def remember_data_dir(library: Path, data_dir: Path) -> None:
-    """Note that ``library``'s catalogue is in ``data_dir``, so that commands run later without
-    ``--data-dir`` find it (:func:`library_data_dir`).
-
-    The note is a one-line file in the library's default data directory; nothing is written
-    when ``data_dir`` is that directory or ``$NEXTVOX_DATA_DIR`` is set.
-    """
-    if os.environ.get("NEXTVOX_DATA_DIR"):
-        return
-    home = default_data_dir(library)
-    chosen = Path(data_dir).expanduser().resolve()
-    if chosen == home.resolve():
-        return
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        (home / REMEMBERED_DATA_DIR_FILE).write_text(f"{chosen}\n", encoding="utf-8")
-    except OSError:
-        pass  # a convenience only: the hints still name --data-dir
-
-
-def library_data_dir(library: Path) -> Path:
-    """Where ``library``'s catalogue is when no ``--data-dir`` is given: the default data
-    directory, or the one :func:`remember_data_dir` noted when the default holds no catalogue."""
-    home = default_data_dir(library)
-    if os.environ.get("NEXTVOX_DATA_DIR") or (home / CATALOGUE_FILE).exists():
-        return home
-    try:
-        remembered = Path((home / REMEMBERED_DATA_DIR_FILE).read_text(encoding="utf-8").strip())
-    except (OSError, UnicodeDecodeError):
-        return home
-    return remembered if (remembered / CATALOGUE_FILE).exists() else home
-
-
-def command_hint(command: str, library: Path, data_dir: Path, *extra: str) -> str:
-    """``nextvox COMMAND LIBRARY [EXTRA...] [--data-dir DIR]``, a command for a message to suggest:
-    it names the data directory whenever that is not the library's default, so that the user's
-    choice is kept. ``...`` in ``extra`` stays as it is (the user's own options).
-
-    >>> command_hint("analyze", Path("/m/my music"), Path("/d"))
-    "nextvox analyze '/m/my music' --data-dir /d"
-    """
-    import shlex
-
-    words = ["nextvox", *command.split(), str(library), *extra]
-    if Path(data_dir).expanduser().resolve() != default_data_dir(library).resolve():
-        words += ["--data-dir", str(data_dir)]
-    return " ".join(w if w == "..." else shlex.quote(w) for w in words)
-
-
-def resolve_library(library: Path) -> Path:
-    """The absolute library folder, or a NextvoxError saying why it cannot be used."""
-    library = Path(library).expanduser()
-    if not library.exists():
-        raise NextvoxError(f"library folder not found: {library}")
-    if not library.is_dir():
-        raise NextvoxError(f"not a folder: {library}")
-    if not os.access(library, os.R_OK | os.X_OK):
-        raise NextvoxError(f"library folder is not readable: {library}")
-    return library.resolve()
-
-
-def content_hash(path: Path) -> str:
-    """BLAKE2b digest (32 hex characters) of a file's bytes: the identity of its content.
-
-    Raises
-    ------
-    OSError
-        When the file cannot be read, or is not a regular file (a FIFO, a device): opened
-        without blocking and refused, since reading one would wait forever.
-    """
-    digest = hashlib.blake2b(digest_size=16)
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with open(descriptor, "rb") as f:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise OSError(f"not a regular file: {path}")
-        while chunk := f.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def catalogue_path(relative: str) -> str:
-    """The text the catalogue keeps for a library-relative path as the file system gave it.
-
-    File names are bytes; most are UTF-8, and stay as they are. A name that is not (an old
-    Latin-1 rip: ``b"caf\\xe9.mp3"``) reaches Python with surrogate escapes that no UTF-8
-    text can hold; its undecodable bytes are written ``\\xNN`` instead (``caf\\xe9.mp3``), which
-    shows the name and is turned back into the file by :func:`track_file`.
-    """
-    return os.fsencode(relative).decode("utf-8", "backslashreplace")
-
-
-def track_file(library: Path, path: str) -> Path:
-    """The file of a catalogue ``path`` under ``library``: the inverse of :func:`catalogue_path`."""
-    direct = Path(library) / path
-    if "\\x" not in path or os.path.lexists(direct):
-        return direct
-    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda match: bytes([int(match[1], 16)]), path.encode("utf-8"))
-    return Path(library) / os.fsdecode(raw)
-
-
-_ID3_FRAMES = {"artist": "TPE1", "title": "TIT2", "album": "TALB", "genre": "TCON"}
-
-
-def read_tags(path: Path) -> dict[str, str | None]:
-    """Artist, title, album and genre from the file's tags (None where absent or unreadable).
-
-    mutagen's "easy" keys cover mp3, flac, ogg, opus and mp4; WAV and AIFF carry raw ID3
-    frames, read by their frame names.
-    """
-    import mutagen
-
-    tags: dict[str, str | None] = dict.fromkeys(_ID3_FRAMES)
-    try:
-        audio = mutagen.File(str(path), easy=True)
-    except Exception:  # mutagen raises many private types on damaged headers; tags are optional
-        return tags
-    if audio is None or audio.tags is None:
-        return tags
-    for key, frame in _ID3_FRAMES.items():
-        try:
-            values = audio.tags.get(key) or audio.tags.get(frame)
-        except (KeyError, ValueError):
-            values = None
-        values = getattr(values, "text", values)  # an ID3 frame holds its strings in .text
-        if values:
-            tags[key] = str(values[0]).strip() or None
-    return tags
 
 
 def _disk_error(error: sqlite3.Error) -> CatalogueError:
@@ -625,135 +439,3 @@ class Catalogue:
 
 
 _SQL_BATCH = 500  # host parameters per IN (...) list: well under SQLite's limit
-
-
-def encode_rows_int8(sequence: np.ndarray) -> np.ndarray:
-    """Each row (step) scaled so that its largest magnitude is 127, rounded: (steps, channels) int8.
-
-    A quarter of float32, half of float16. Keeps each step's direction to within about 0.3 %
-    (what the melody match compares: its steps are made unit before they are aligned),
-    not its length.
-
-    >>> encode_rows_int8(np.array([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0]])).tolist()
-    [[64, -127, 32], [0, 0, 0]]
-    """
-    x = np.asarray(sequence, dtype=np.float32)
-    peak = np.abs(x).max(axis=-1, keepdims=True)
-    scaled = np.divide(127.0 * x, peak, out=np.zeros_like(x), where=peak > 0)
-    return np.rint(scaled).astype(np.int8)
-
-
-def decode_sequence(blob: bytes, *, encoding: str, n_channels: int) -> np.ndarray:
-    """A stored sequence blob as a (steps, n_channels) array (float16 or int8, as stored)."""
-    if encoding not in SEQUENCE_ENCODINGS:
-        raise CatalogueError(f"a sequence in the catalogue has an unknown encoding {encoding!r}; upgrade nextvox")
-    dtype = np.float16 if encoding == "float16" else np.int8
-    return np.frombuffer(blob, dtype=dtype).reshape(-1, n_channels)
-
-
-IGNORE_MARKER = ".nomedia"  # the media scanners' convention: a folder holding this file is skipped
-
-
-def _walk_audio_files(root: Path) -> Iterator[Path]:
-    """Files named like audio under ``root`` (by extension), skipping hidden files and folders
-    and sub-folders that hold an ``IGNORE_MARKER`` file."""
-    for folder, subfolders, files in os.walk(root, onerror=None, followlinks=False):
-        subfolders[:] = sorted(
-            d for d in subfolders if not d.startswith(".") and not (Path(folder) / d / IGNORE_MARKER).exists()
-        )
-        for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS:
-                yield Path(folder) / name
-
-
-def scan_library(
-    catalogue: Catalogue,
-    *,
-    analysis_version: str,
-    progress: Callable[[int, int], None] | None = None,
-) -> ScanReport:
-    """Bring the catalogue in line with the files under the library folder.
-
-    New and changed files are hashed and tagged; a file whose content is already known
-    (moved, renamed, copied) takes over the existing analysis; removed files leave, and an
-    analysis no track refers to any more is dropped. One transaction: a crash mid-scan
-    leaves the previous catalogue intact.
-    """
-    root = catalogue.library
-    known = {t.path: t for t in catalogue.tracks()}
-    on_disk: dict[str, os.stat_result] = {}
-    for file in _walk_audio_files(root):
-        try:
-            info = file.stat()
-        except OSError:
-            continue  # vanished between listing and stat (or a broken link): it is not in the library
-        # A FIFO, socket or device named like audio is no song, and reading one can block forever.
-        if stat.S_ISREG(info.st_mode):
-            on_disk[catalogue_path(file.relative_to(root).as_posix())] = info
-    to_hash = [p for p, st in on_disk.items() if p not in known or (known[p].size_bytes, known[p].mtime_ns) != (st.st_size, st.st_mtime_ns)]
-    removed = [p for p in known if p not in on_disk]
-    removed_hashes = {known[p].content_hash for p in removed}
-
-    rows = []
-    new = changed = moved = 0
-    for i, rel in enumerate(to_hash):
-        path = track_file(root, rel)
-        try:
-            digest = content_hash(path)
-        except OSError as error:
-            rows.append((rel, "", on_disk[rel].st_size, on_disk[rel].st_mtime_ns, None, None, None, None, "failed",
-                         f"cannot read the file ({error.strerror})"))
-            continue
-        if rel in known:
-            changed += 1
-        elif digest in removed_hashes:
-            moved += 1
-        else:
-            new += 1
-        tags = read_tags(path)
-        version = catalogue.analysis_version(digest)
-        status = "analyzed" if version == analysis_version else "pending"
-        rows.append((rel, digest, on_disk[rel].st_size, on_disk[rel].st_mtime_ns,
-                     tags["artist"], tags["title"], tags["album"], tags["genre"], status, None))
-        if progress:
-            progress(i + 1, len(to_hash))
-
-    with catalogue.transaction() as db:
-        db.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])
-        db.executemany("INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        db.execute("DELETE FROM vectors WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
-        db.execute("DELETE FROM sequences WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
-        db.execute("DELETE FROM analyses WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
-    return ScanReport(
-        total=len(on_disk), new=new, changed=changed, moved=moved, removed=len(removed) - moved,
-        unchanged=len(on_disk) - len(to_hash),
-    )
-
-
-ANALYSIS_LOCK_FILE = "analyze.lock"
-
-
-@contextmanager
-def exclusive_analysis(data_dir: Path) -> Iterator[None]:
-    """Hold the data directory's analysis lock while inside, or raise a NextvoxError naming its holder.
-
-    Two analyses of one library at once would both do all the work. The lock is an ``flock``
-    on ``DATA_DIR/analyze.lock`` (which holds the holder's process id): the kernel releases
-    it when its process ends, however it ends, so a killed run never leaves it behind.
-    """
-    path = Path(data_dir) / ANALYSIS_LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "?"
-            raise NextvoxError(
-                f"another nextvox (process {holder}) is analysing this library into {data_dir}: wait for it to end "
-                "(what it analyses is saved as it goes) or stop it, then run again"
-            ) from None
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(descriptor)
