@@ -18,6 +18,15 @@ prints the numbers, without training anything.
 defaults: pitch shift negative, time stretch positive) without each of its two view
 augmentations in turn (the register shift, the quiet backgrounds), and
 with a wider register shift, and writes ``bench/results/timbre_ablation.md``.
+
+``--production`` trains on a ``mixed``-production ``train`` library (plain and studio-produced
+songs, every singer and speaker variant; ``--train-library``) the variants of ``PRODUCTION_RUNS``:
+which anchors the views are cut from (the isolated vocals, and/or the default separator's vocals
+of the library's mixes, so the encoder hears the separator's residue) and whether the views get
+the production augmentations (a backing harmony and a reverb tail). Each run, and the shipped
+weights, are measured on the held-out ``eval`` libraries of ``bench/quality.py``
+(``--eval-work-dir``) in its three styles — isolated vocals, plain and studio mixes — through
+the default separator as ``analyze`` hears them; writes ``bench/results/timbre_production.md``.
 """
 
 from __future__ import annotations
@@ -50,6 +59,15 @@ ABLATIONS = {
     "neither": ("neither (the recipe before this table)", {"register_semitones": 0.0, "background_max_db": 12.0}),
     "register-7": ("register shift ±7 semitones", {"register_semitones": 7.0}),
 }
+# name -> (what it trains on, anchors: "vocals" and/or "separated", TrainConfig overrides)
+PRODUCTION_RUNS = {
+    "vocals": ("isolated vocals; every mix as background (the shipped recipe on the new library)", ("vocals",), {}),
+    "vocals+production": ("isolated vocals, views with harmony and reverb", ("vocals",), {"production_views": True}),
+    "vocals+separated": ("isolated vocals and the separated mixes", ("vocals", "separated"), {}),
+    "vocals+separated+production": ("isolated vocals and the separated mixes, views with harmony and reverb",
+                                    ("vocals", "separated"), {"production_views": True}),
+}  # fmt: skip
+PRODUCTION_STYLES = ("vocals", "plain", "studio")
 SEED_TABLE = {("positive", "positive"): (15, 13), ("positive", "negative"): (14, 13),
               ("negative", "positive"): (210, 14), ("negative", "negative"): (43, 14)}  # fmt: skip
 
@@ -69,7 +87,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="separator before the log-mel (none: the vocals are isolated already, the mixes heard whole)")
     parser.add_argument("--probe", type=Path, help="only measure this trained model folder on the eval split")
     parser.add_argument("--ablation", action="store_true", help="train the view-augmentation ablation instead of the role settings")
-    parser.add_argument("--out", type=Path, help="the Markdown report (default: bench/results/timbre_roles.md, or timbre_ablation.md)")
+    parser.add_argument("--production", action="store_true",
+                        help="train the production variants on a mixed-production library instead of the role settings")
+    parser.add_argument("--runs", default=",".join(PRODUCTION_RUNS), help="with --production: the variants to train, comma-separated")
+    parser.add_argument("--eval-work-dir", type=Path, default=None,
+                        help="with --production: bench/quality.py's work folder (default: the one its default options use)")
+    parser.add_argument("--out", type=Path,
+                        help="the Markdown report (default: bench/results/timbre_roles.md, timbre_ablation.md or timbre_production.md)")
     return parser.parse_args(argv)
 
 
@@ -144,6 +168,8 @@ def markdown(rows: list[dict], mfcc: dict, args: argparse.Namespace, n_train: in
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    if args.production:
+        return production(args)
     split = eval_split(args.eval_library, args.work_dir, separator=args.separator)
     if args.probe:
         print(json.dumps({"model": measure(args.probe / "timbre.pt", split), "mfcc": baseline(split)}, indent=1))
@@ -212,3 +238,87 @@ def ablation_markdown(rows: list[dict], mfcc: dict, args: argparse.Namespace) ->
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---- --production -----------------------------------------------------------------------------------
+
+def production_split(eval_work: Path) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Log-mels (through the default separator, as analyze hears them) and singers of the eval split in each style.
+
+    The spectrograms are cached in ``bench/quality.py``'s data folders, shared with its analysis.
+    """
+    labels = eval_work / "library-plain" / "labels.csv"
+    with open(labels, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    singers = np.array([r["singer"] for r in rows])
+    split = {}
+    for style, root, column in (("vocals", eval_work / "library-plain" / "vocals", "vocal_path"),
+                                ("plain", eval_work / "library-plain", "path"), ("studio", eval_work / "library-studio", "path")):
+        by_hash = dict(library_log_mels(root, data_dir=eval_work / f"data-{style}"))
+        base = eval_work / ("library-studio" if style == "studio" else "library-plain")
+        split[style] = ([by_hash[content_hash(base / r[column])].astype(np.float32) for r in rows], singers)
+    return split
+
+
+def production(args: argparse.Namespace) -> int:
+    """Train PRODUCTION_RUNS on a mixed-production library; measure them and the shipped weights in every style."""
+    import quality  # bench/quality.py: its work folder
+
+    from nextvox.models.timbre import DEFAULT_WEIGHTS, weights_version
+
+    eval_work = args.eval_work_dir or quality.work_dir(quality.parse_args([]))
+    split = production_split(eval_work)
+    train = args.train_library
+    data = {"vocals": [x for _, x in library_log_mels(train / "vocals", data_dir=args.work_dir / "train-vocals", separator="none")],
+            "separated": [x for _, x in library_log_mels(train, data_dir=args.work_dir / "train-separated", separator="mask")]}
+    backgrounds = [x for _, x in library_log_mels(train, data_dir=args.work_dir / "train-mixes", separator="none")]
+
+    def scores(weights: Path) -> dict[str, dict[str, float]]:
+        encoder = load_weights(weights)
+        return {style: singer_scores(np.stack([embed_excerpt(encoder, x) for x in mels]), singers)
+                for style, (mels, singers) in split.items()}  # fmt: skip
+
+    rows = [{"name": "shipped weights", "what": f"`{weights_version(DEFAULT_WEIGHTS)}` as shipped", "final_loss": None,
+             "seconds": "", **{style: s for style, s in scores(DEFAULT_WEIGHTS).items()}}]  # fmt: skip
+    budget = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "checkpoint_every": args.steps}
+    for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
+        what, anchors, overrides = PRODUCTION_RUNS[name]
+        out = args.work_dir / f"production-{name}"
+        started = time.perf_counter()
+        result = train_timbre(TrainConfig(**budget, **overrides), [x for kind in anchors for x in data[kind]], out_dir=out,
+                              backgrounds=backgrounds, data_note=f"{train}: {' + '.join(anchors)}; backgrounds: its mixes")  # fmt: skip
+        row = {"name": name, "what": what, "final_loss": result.final_loss, "seconds": f"{time.perf_counter() - started:.0f}",
+               **scores(out / "timbre.pt")}  # fmt: skip
+        print(name, {k: (v if not isinstance(v, dict) else v["singer_map"]) for k, v in row.items()}, file=sys.stderr, flush=True)
+        rows.append(row)
+    mfcc = {style: singer_scores(np.stack([mfcc_statistics(x) for x in mels]), singers) for style, (mels, singers) in split.items()}
+    text = production_markdown(rows, mfcc, args, n_train=len(data["vocals"]), n_eval=len(split["vocals"][0]), eval_work=eval_work)
+    write(args.out or RESULTS / "timbre_production.md", text, {"runs": rows, "mfcc": mfcc})
+    return 0
+
+
+def production_markdown(rows: list[dict], mfcc: dict, args: argparse.Namespace, *, n_train: int, n_eval: int, eval_work: Path) -> str:
+    lines = [
+        "# Timbre encoder: training for studio productions",
+        "",
+        f"Measured {datetime.date.today().isoformat()} by `bench/timbre_roles.py --production --steps {args.steps} --batch-size"
+        f" {args.batch_size} --seed {args.seed} --train-library {args.train_library}`. Every run from scratch with the shipped"
+        " recipe (pitch shift `negative`, time stretch `positive`, register shift ±4, backgrounds 0-30 dB under the view),"
+        f" same budget and seed. Training library: {n_train} songs of the generator's `train` split, production `mixed`"
+        " (each song plain or studio-produced), every singer and speaker variant; its mixes are the backgrounds of every run."
+        " `separated`: the default separator's vocals of those mixes, as further anchors."
+        f" Evaluation: the {n_eval} songs of the held-out `eval` split in `{eval_work.name}` (bench/quality.py's libraries),"
+        " each style through the default separator as `analyze` hears it; every song queries all others of its style,"
+        " relevant = same singer. One seed: differences of a few hundredths are noise.",
+        "",
+        "| run | what it trains on | singer mAP, isolated vocals | plain mixes | studio mixes | P@5 vocals | plain | studio | final loss | training s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        loss = "" if r["final_loss"] is None else f"{r['final_loss']:.3f}"
+        lines.append(f"| {r['name']} | {r['what']} | " + " | ".join(f"{r[s]['singer_map']:.3f}" for s in PRODUCTION_STYLES) + " | "
+                     + " | ".join(f"{r[s]['singer_p_at_5']:.3f}" for s in PRODUCTION_STYLES) + f" | {loss} | {r['seconds']} |")
+    lines.append("| *MFCC baseline* | mean and std of MFCC 1-19 | " + " | ".join(f"{mfcc[s]['singer_map']:.3f}" for s in PRODUCTION_STYLES)
+                 + " | " + " | ".join(f"{mfcc[s]['singer_p_at_5']:.3f}" for s in PRODUCTION_STYLES) + " | | |")
+    lines += ["", f"Chance singer mAP: {mfcc['vocals']['chance_map']:.3f}. Targets (issue 14): 0.98 / 0.80 / 0.75."]
+    return "\n".join(lines) + "\n"

@@ -31,6 +31,13 @@ on 2 cores. Each spectrogram transform stands for an audio transform:
 ``BackgroundMix``  adding another excerpt's power under the crop at a random level below it
                    (log-mixup-exp, Niizumi et al., "BYOL for Audio", IJCNN 2021): the voice
                    stays, what is behind it changes, as in a song's mix.
+``Reverb``         adding the crop's power smeared forward in time by an exponentially decaying
+                   tail (power falls 60 dB in RT60 seconds), as a room's diffuse tail adds the
+                   voice's past to every frame: power-domain convolution with the tail's
+                   envelope, exact for a diffuse tail and ignoring its early reflections.
+``Harmony``        adding the crop's own register-shifted copy (a third to a fifth away,
+                   formants kept) under it, as a backing harmony or a double-tracked take by
+                   the same singer sits under the lead in a produced song.
 =================  ==========================================================================
 
 Ranges (the "why" of each default is beside it) are those of the transforms' ``__init__``.
@@ -50,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nextvox.constants import N_MELS
+from nextvox.constants import FRAME_RATE_HZ, N_MELS
 from nextvox.features import LOG_FLOOR, MEL_PARAMS
 
 __all__ = [
@@ -65,6 +72,8 @@ __all__ = [
     "Equalizer",
     "Noise",
     "BackgroundMix",
+    "Reverb",
+    "Harmony",
     "ViewAugment",
 ]
 
@@ -309,6 +318,77 @@ class BackgroundMix(nn.Module):
         return torch.log(power + scale * under)
 
 
+class Reverb(nn.Module):
+    """A diffuse reverb tail on each crop with probability ``probability``, RT60 and wet level drawn per crop.
+
+    Parameters
+    ----------
+    probability : float
+        Share of the crops that get a tail; the others pass unchanged.
+    rt60_s : (float, float)
+        RT60 uniform in this range, seconds. 0.3-2.5 s: a small room to a long plate, the
+        range the generator's studio production draws (docs/synth.md).
+    wet_db : (float, float)
+        The tail's total power relative to the dry crop's, dB, uniform in this range.
+    """
+
+    def __init__(self, *, probability: float = 0.5, rt60_s: tuple[float, float] = (0.3, 2.5),
+                 wet_db: tuple[float, float] = (-12.0, 0.0)):  # fmt: skip
+        super().__init__()
+        self.probability, self.rt60_s, self.wet_db = probability, rt60_s, wet_db
+
+    @staticmethod
+    def tail(rt60_s: torch.Tensor, frames: int) -> torch.Tensor:
+        """Power envelope of each tail over frames 1 ... ``frames``, summing to 1: (B, frames)."""
+        lag_s = torch.arange(1, frames + 1, dtype=torch.float32)[None, :] / FRAME_RATE_HZ  # (1, K)
+        decay = torch.exp(-6.0 * math.log(10.0) * lag_s / rt60_s[:, None])  # 60 dB of power in RT60
+        return decay / decay.sum(dim=1, keepdim=True)
+
+    def forward(self, x: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        """(B, F, T) log-mel with the tail's power added, same shape."""
+        b, _, t = x.shape
+        rt60 = _uniform(b, *self.rt60_s, generator)
+        wet = torch.exp(_uniform(b, *self.wet_db, generator) * DB_TO_NAT)
+        on = (torch.rand(b, generator=generator) < self.probability).float()
+        kernel = torch.cat([torch.zeros(b, 1), self.tail(rt60, t - 1)], dim=1) * (wet * on)[:, None]  # (B, T), lag 0 first
+        power = torch.exp(x.double())  # float64: float32 FFT round-off (1e-7 of the peak) would lift quiet frames
+        n = 2 * t  # zero-padded: a linear, causal convolution along time
+        smeared = torch.fft.irfft(torch.fft.rfft(power, n=n) * torch.fft.rfft(kernel.double(), n=n)[:, None, :], n=n)[..., :t]
+        return torch.log(power + smeared.clamp_min(0.0)).to(x.dtype)
+
+
+class Harmony(nn.Module):
+    """The crop's own register-shifted copy under it with probability ``probability``.
+
+    Parameters
+    ----------
+    probability : float
+        Share of the crops that get a harmony.
+    intervals : tuple of float
+        Semitones the harmony sits away from the lead, one drawn per crop: thirds, fourths and
+        fifths above and below, the intervals of the generator's backing harmonies.
+    level_db : (float, float)
+        The copy's level under the lead, dB below, uniform in this range: 3-12 dB, a backing
+        vocal under its lead.
+    """
+
+    def __init__(self, *, probability: float = 0.3, intervals: tuple[float, ...] = (-7.0, -5.0, -4.0, -3.0, 3.0, 4.0, 5.0, 7.0),
+                 level_db: tuple[float, float] = (3.0, 12.0)):  # fmt: skip
+        super().__init__()
+        self.probability, self.level_db = probability, level_db
+        self.register_buffer("intervals", torch.tensor(intervals), persistent=False)
+        self.shift = RegisterShift()
+
+    def forward(self, x: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        """(B, F, T) log-mel with the copy's power added, same shape."""
+        b = x.shape[0]
+        semitones = self.intervals[torch.randint(len(self.intervals), (b,), generator=generator)]
+        below = torch.exp(-_uniform(b, *self.level_db, generator) * DB_TO_NAT)
+        on = (torch.rand(b, generator=generator) < self.probability).float()
+        copy = torch.exp(self.shift(x, semitones)) * (below * on)[:, None, None]
+        return torch.log(torch.exp(x) + copy)
+
+
 class ViewAugment(nn.Module):
     """The ordinary augmentations every view gets, after its crop (and stretch, shift): background, EQ, noise, gain.
 
@@ -316,16 +396,23 @@ class ViewAugment(nn.Module):
     ----------
     background_max_db : float
         How far below the view another excerpt may be mixed (:class:`BackgroundMix`'s ``max_db``).
+    production : bool
+        Also a backing harmony (:class:`Harmony`) and a reverb tail (:class:`Reverb`) on some
+        views, before the background: what a studio production does to the voice itself.
     """
 
-    def __init__(self, *, background_max_db: float = 12.0):
+    def __init__(self, *, background_max_db: float = 12.0, production: bool = False):
         super().__init__()
+        self.production = production
+        self.harmony, self.reverb = Harmony(), Reverb()
         self.background = BackgroundMix(max_db=background_max_db)
         self.equalizer = Equalizer()
         self.noise = Noise()
         self.gain = Gain()
 
     def forward(self, x: torch.Tensor, background: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        if self.production:
+            x = self.reverb(self.harmony(x, generator=generator), generator=generator)
         x = self.background(x, background, generator=generator)
         x = self.equalizer(x, generator=generator)
         x = self.noise(x, generator=generator)

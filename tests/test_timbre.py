@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from nextvox.augmentations import (
-    BackgroundMix, Equalizer, Gain, Noise, PitchShift, RegisterShift, TimeStretch, envelope, mel_band_hz, random_crops,
+    BackgroundMix, Equalizer, Gain, Harmony, Noise, PitchShift, RegisterShift, Reverb, TimeStretch, ViewAugment, envelope,
+    mel_band_hz, random_crops,
 )  # fmt: skip
 from nextvox.constants import N_MELS, SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
@@ -95,6 +96,43 @@ def test_augmentations_are_seeded_and_do_what_they_say():
     crops = random_crops([torch.zeros(N_MELS, 50)], torch.tensor([0, 0]), source_frames=torch.tensor([20, 80]),
                          generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert [c.shape[1] for c in crops] == [20, 50]
+
+
+def test_reverb_tail_decays_60_db_in_rt60_and_only_adds_after_the_sound():
+    """A click's tail: nothing before it, power after it falling 60 dB in RT60, total wet power as drawn."""
+    from nextvox.constants import FRAME_RATE_HZ
+
+    tail = Reverb.tail(torch.tensor([1.0]), 200)[0]  # RT60 1 s
+    assert float(tail.sum()) == pytest.approx(1.0, abs=1e-5)
+    frames_per_rt60 = int(FRAME_RATE_HZ)
+    assert float(10 * torch.log10(tail[0] / tail[frames_per_rt60])) == pytest.approx(60.0, abs=1.5)
+    click = torch.full((1, N_MELS, 120), -20.0)
+    click[:, :, 10] = 0.0
+    reverb = Reverb(probability=1.0, rt60_s=(1.0, 1.0), wet_db=(0.0, 0.0))
+    wet = reverb(click, generator=torch.Generator().manual_seed(0))
+    silence = reverb(torch.full_like(click, -20.0), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(wet[:, :, :10], silence[:, :, :10])  # causal: nothing of the click before it
+    assert torch.allclose(wet[:, :, 10], click[:, :, 10], atol=1e-4)  # the dry frame keeps its power
+    assert torch.all(wet[:, :, 11:] > click[:, :, 11:]) and torch.all(torch.diff(wet[0, 0, 11:]) < 0)  # a decaying tail
+    added = (torch.exp(wet) - torch.exp(click)).sum(dim=2) / torch.exp(click[:, :, 10])
+    assert torch.allclose(added, torch.ones_like(added), atol=0.02)  # 0 dB wet: the tail carries the click's power again
+    off = Reverb(probability=0.0)(click, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(off, torch.log(torch.exp(click)))
+
+
+def test_harmony_adds_a_shifted_copy_under_the_lead():
+    tone = torch.from_numpy(_tone_log_mel(440.0))[None]  # (1, F, T)
+    harmony = Harmony(probability=1.0, intervals=(7.0,), level_db=(6.0, 6.0))(tone, generator=torch.Generator().manual_seed(0))
+    assert torch.all(harmony >= tone - 1e-5)  # power only added
+    peak, fifth = _peak_band(tone), _peak_band(_tone_log_mel(440.0 * 2 ** (7 / 12)))
+    assert fifth > peak + 1
+    gain_db = (harmony - tone).mean(dim=2)[0] * 10 / np.log(10)  # (F,)
+    assert float(gain_db[fifth]) > 3.0 and float(gain_db[peak]) < 1.5  # the copy sits a fifth up, 6 dB under
+    x = torch.randn(3, N_MELS, 40)
+    for production in (False, True):
+        augment = ViewAugment(production=production)
+        first = augment(x, x.flip(2), generator=torch.Generator().manual_seed(1))
+        assert torch.equal(first, augment(x, x.flip(2), generator=torch.Generator().manual_seed(1)))  # seeded
 
 
 # ---- NT-Xent ------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class TrainConfig:
     time_stretch: str = "positive"  # role (bench/results/timbre_roles.md: neg/pos found the held-out singers best)
     register_semitones: float = 4.0  # every view sung up to this many semitones higher or lower, formants kept (0: off)
     background_max_db: float = 30.0  # another song mixed 0 to this many dB under each view: loud backing to nearly a cappella
+    production_views: bool = False  # some views also get a backing harmony and a reverb tail (ViewAugment's production)
     crop_frames: int = 250  # 4 s at 62.5 frames/s
     batch_size: int = 48  # excerpts per step; each gives two views and one copy per negative role
     steps: int = 1000
@@ -81,7 +82,7 @@ class ContrastiveBatch:
         self.stretch = TimeStretch()
         self.pitch = PitchShift()
         self.register = RegisterShift(max_semitones=config.register_semitones)
-        self.augment = ViewAugment(background_max_db=config.background_max_db)
+        self.augment = ViewAugment(background_max_db=config.background_max_db, production=config.production_views)
 
     @property
     def min_frames(self) -> int:
