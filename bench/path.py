@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with Catalogue(data_dir, library=resolve_library(library), create=False) as catalogue:
         recommender = Recommender(catalogue)
-        tracks = sorted(recommender.tracks_by_path.values(), key=lambda t: t.path)
-        tracks = [t for t in tracks if t.status == "analyzed"]
+        tracks = catalogue.tracks(status="analyzed")  # in path order
         vectors = np.stack([recommender.timbre_vector(t.content_hash) for t in tracks])  # (N, D) unit
         row_of = {t.path: i for i, t in enumerate(tracks)}
         rng = np.random.default_rng(args.seed)

@@ -183,3 +183,15 @@ def test_a_melody_weight_finds_the_same_tune_in_another_voice(tmp_path: Path) ->
     by_tune = recommender.recommend(query, k=3, w_melody=2.0, diversity=Diversity(per_artist=None))
     assert by_tune[0].path == "s14/song149.wav" and by_tune[0].melody_similarity > 0.8
     assert "note by note" in by_tune[0].reason and all(r.melody_similarity < 0.5 for r in by_tune[1:])
+
+
+def test_player_paths_are_looked_up_in_the_catalogue_as_in_a_path_set(recommender: Recommender) -> None:
+    from nextvox.integrations.library_paths import CataloguePaths, PathSet, matching_library_path
+
+    in_memory = PathSet(t.path for t in recommender.catalogue.tracks())
+    looked_up = CataloguePaths(recommender)
+    player_paths = ["ann/song1.wav", "/srv/Music/bob/song2.wav", "song3.wav", "n/song3.wav", "ANN/song1.wav", "", "x/y.wav"]
+    found = [matching_library_path(p, looked_up) for p in player_paths]
+    assert found == [matching_library_path(p, in_memory) for p in player_paths]
+    assert found == ["ann/song1.wav", "bob/song2.wav", "ann/song3.wav", None, None, None, None]  # first in path order; case counts
+    assert "tracks_by_path" not in recommender.__dict__  # nothing listed the library

@@ -269,6 +269,16 @@ class Catalogue:
             " WHERE t.path = ?", (path,)).fetchall()]
         return Track(*rows[0]) if rows else None
 
+    def path_ending_with(self, tail: str) -> str | None:
+        """The first track path (in path order) that ends with ``tail`` (compared with case), or None.
+
+        One pass over the paths in SQLite, no Track made: for a player's file path when the
+        library holds the player's folder.
+        """
+        row = self._db.execute("SELECT path FROM tracks WHERE substr(path, -?) = ? ORDER BY path LIMIT 1",
+                               (len(tail), tail)).fetchone() if tail else None
+        return row[0] if row else None
+
     def tracks_of(self, content_hashes: Iterable[str]) -> dict[str, list[Track]]:
         """The tracks holding each of ``content_hashes`` (those with none are left out), each list ordered by path."""
         found: dict[str, list[Track]] = {}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from nextvox.errors import NextvoxError
 from nextvox.integrations import require
-from nextvox.integrations.library_paths import matching_library_path
+from nextvox.integrations.library_paths import CataloguePaths, matching_library_path
 from nextvox.playlists import radio
 from nextvox.recommend import Filters, Recommender
 from nextvox.voicepath import voice_path
@@ -72,10 +72,11 @@ def queue_state(client) -> QueueState:
 
 
 def _player_paths(recommender: Recommender, files: list[str]) -> dict[str, str]:
-    """MPD files -> library paths, for the files that are library tracks."""
+    """MPD files -> library paths, for the files that are library tracks (each looked up, none loaded)."""
     found = {}
+    library_paths = CataloguePaths(recommender)
     for file in files:
-        path = matching_library_path(file, recommender.tracks_by_path)
+        path = matching_library_path(file, library_paths)
         if path is not None:
             found[file] = path
     return found
@@ -107,13 +108,13 @@ def top_up(client, recommender: Recommender, *, keep: int = DEFAULT_KEEP, filter
         return []
     known = _player_paths(recommender, state.files)
     seed = known.get(state.seed_file)
-    if seed is None or recommender.tracks_by_path[seed].status != "analyzed":
+    if seed is None or recommender.track(seed).status != "analyzed":
         return []
     query = recommender.track_query(seed)
     last = known.get(state.files[-1])
     blocked = filters.exclude_artists | ({query.artist} if filters.exclude_query_artists and query.artist else set())
     # The radio never follows its seed with the seed's artist: let the last song queued stand in as that artist.
-    query = replace(query, artist=recommender.tracks_by_path[last].artist if last else query.artist)
+    query = replace(query, artist=recommender.track(last).artist if last else query.artist)
     songs = radio(recommender, [query], n=needed,
                   filters=replace(filters, exclude_query_artists=False, exclude_artists=frozenset(blocked),
                                   heard=filters.heard | frozenset(known.values())))
@@ -137,7 +138,7 @@ def queue_path(client, recommender: Recommender, end: str, *, n: int = DEFAULT_P
     start = known.get(state.files[state.current])
     if start is None:
         raise NextvoxError(f"the song playing ({state.files[state.current]}) is not a track of the library")
-    target = matching_library_path(end, recommender.tracks_by_path)
+    target = matching_library_path(end, CataloguePaths(recommender))
     if target is None:
         raise NextvoxError(f"no such track in the library: {end}")
     songs = voice_path(recommender, recommender.track_query(start), recommender.track_query(target), n=n, filters=filters)

@@ -29,7 +29,7 @@ from nextvox import __version__
 from nextvox.catalogue import Track
 from nextvox.errors import NextvoxError
 from nextvox.integrations import require
-from nextvox.integrations.library_paths import matching_library_path
+from nextvox.integrations.library_paths import PathSet, matching_library_path
 
 __all__ = [
     "CLIENT_NAME",
@@ -257,7 +257,7 @@ class SongMap:
 def map_songs(songs: list[dict], tracks: Iterable[Track]) -> SongMap:
     """Match server songs (``Child`` objects) to the library's analysed tracks: by path first, then by tags and duration."""
     tracks = [t for t in tracks if t.status == "analyzed"]
-    by_path = {t.path: t for t in tracks}
+    library_paths = PathSet(t.path for t in tracks)
     by_tags: dict[tuple[str, str], list[Track]] = {}
     for track in tracks:
         if track.artist and track.title:
@@ -266,7 +266,7 @@ def map_songs(songs: list[dict], tracks: Iterable[Track]) -> SongMap:
     how: Counter[str] = Counter()
     for song in songs:
         song_id = str(song["id"])
-        found = matching_library_path(str(song.get("path") or ""), by_path)
+        found = matching_library_path(str(song.get("path") or ""), library_paths)
         if found is not None:
             path_of[song_id] = found
             how["by_path"] += 1

@@ -133,8 +133,9 @@ class VoiceProxy:
                 with SubsonicClient(self.config) as client:
                     self.server_version = str(client.call("ping").get("version") or self.server_version)
                     songs = server_songs(client)
-                recommender = self.service.recommender()
-                self._map = map_songs(songs, recommender.tracks_by_path.values())
+                with self.service.catalogue_lock:  # read for the map, not kept: a server holds no track list
+                    tracks = self.service.catalogue.tracks(status="analyzed")
+                self._map = map_songs(songs, tracks)
                 self._mapped_at = time.monotonic()
             return self._map
 
@@ -225,8 +226,8 @@ async def _find_sonic_path(proxy: VoiceProxy, credentials, params) -> dict:
     def path() -> list[tuple[str, float]]:
         recommender = proxy.service.recommender()
         songs = voice_path(recommender, recommender.track_query(start), recommender.track_query(end), n=max(2, count))
-        first = recommender.timbre_vector(recommender.tracks_by_path[start].content_hash)
-        return [(s.path, float(recommender.timbre_vector(recommender.tracks_by_path[s.path].content_hash) @ first))
+        first = recommender.timbre_vector(recommender.track(start).content_hash)
+        return [(s.path, float(recommender.timbre_vector(recommender.track(s.path).content_hash) @ first))
                 for s in songs]
 
     try:

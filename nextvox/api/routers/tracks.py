@@ -30,7 +30,7 @@ def list_tracks(
 
 @router.get("/tracks/{path:path}", response_model=TrackOut)
 def one_track(recommender: RecommenderDep, path: Annotated[str, Path(max_length=4096)]) -> TrackOut:
-    track = recommender.tracks_by_path.get(path)
+    track = recommender.track(path)
     if track is None:
         raise NotFound(f"no such track in the library: {path}")
     return track_out(track, gender=recommender.gender_of(track.content_hash))
