@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fastapi_offline
 from fastapi import FastAPI
@@ -20,10 +21,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from nextvox import __version__
-from nextvox.analysis import AnalysisSettings
 from nextvox.api.errors import install_error_handlers
 from nextvox.api.routers import audio, embedding_map, health, radio, recommend, tracks, voice_path, web
 from nextvox.api.service import DEFAULT_MAX_UPLOAD_BYTES, LibraryService
+
+if TYPE_CHECKING:  # analysis loads torch: only an uploaded query needs it, so the server starts without it
+    from nextvox.analysis import AnalysisSettings
 
 __all__ = ["create_app"]
 

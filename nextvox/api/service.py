@@ -11,12 +11,15 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nextvox.analysis import AnalysisSettings, library_settings
 from nextvox.catalogue import Catalogue, Track, resolve_library
 from nextvox.recommend import Recommender, search_text
+
+if TYPE_CHECKING:  # analysis loads torch: only an uploaded query needs it, so the server starts without it
+    from nextvox.analysis import AnalysisSettings
 
 __all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "LibraryService", "TrackSearch"]
 
@@ -97,6 +100,8 @@ class LibraryService:
     @property
     def settings(self) -> AnalysisSettings:
         """How a query file is analysed: the settings given, else the library's own."""
+        from nextvox.analysis import library_settings
+
         if self._settings is not None:
             return self._settings
         with self.catalogue_lock:

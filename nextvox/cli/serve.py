@@ -33,13 +33,14 @@ def serve(
 
     from nextvox.api import create_app
     from nextvox.catalogue import remember_data_dir, resolve_library
-    from nextvox.workflows import analyze_library
 
     root = resolve_library(library)
     chosen = chosen_data_dir(ctx, library, data_dir)
     listening = _listening_socket(host, port)  # a busy port is one line now, before any analysis
     remember_data_dir(root, chosen)
     if not no_analyze:
+        from nextvox.workflows import analyze_library  # loads torch: --no-analyze starts without it
+
         with progress_bars() as progress:
             task = progress.add_task("analysing", total=None)
             report = analyze_library(root, data_dir=chosen, jobs=jobs,

@@ -63,19 +63,25 @@ class Recommender:
     catalogue: Catalogue
     exact_max_vectors: int = EXACT_MAX_VECTORS
     timbre: VectorIndex = field(init=False)
-    melody: VectorIndex | None = field(init=False)
-    has_genders: bool = field(init=False)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         # Not under self.lock: a server builds its recommender while holding that lock.
         self.timbre = open_index(self.catalogue, "timbre", exact_max_vectors=self.exact_max_vectors)
-        melody = open_index(self.catalogue, "melody", exact_max_vectors=self.exact_max_vectors)
-        # Whether the gender stage has stored any gender (the gender filter is a no-op until then).
-        self.has_genders = self.catalogue.has_vectors(GENDER_VECTOR)
-        self.melody = melody if len(melody) else None
         self._timbre_sample = _sample_rows(len(self.timbre))
-        self._melody_sample = _sample_rows(len(self.melody) if self.melody else 0)
+
+    @cached_property
+    def melody(self) -> VectorIndex | None:
+        """The melody vectors' index, None when none is stored (opened on first use: a query by voice alone never searches it)."""
+        with self.lock:
+            melody = open_index(self.catalogue, "melody", exact_max_vectors=self.exact_max_vectors)
+        return melody if len(melody) else None
+
+    @cached_property
+    def has_genders(self) -> bool:
+        """Whether the gender stage has stored any gender (the gender filter is a no-op until then)."""
+        with self.lock:
+            return self.catalogue.has_vectors(GENDER_VECTOR)
 
     @cached_property
     def tracks_by_path(self) -> dict[str, Track]:
@@ -99,6 +105,11 @@ class Recommender:
         with self.lock:
             return self.catalogue.track(path)
 
+    def path_ending_with(self, tail: str) -> str | None:
+        """The first library path (in path order) ending with ``tail``, or None (one pass in SQLite, nothing loaded)."""
+        with self.lock:
+            return self.catalogue.path_ending_with(tail)
+
     def analysed_tracks_of(self, digests) -> dict[str, list[Track]]:
         """The analysed tracks holding each of some contents (contents with none are left out)."""
         with self.lock:
@@ -108,8 +119,6 @@ class Recommender:
 
     def genders_of(self, digests) -> dict[str, str]:
         """The stored gender of each of some contents (those without one are left out)."""
-        if not self.has_genders:
-            return {}
         with self.lock:
             probabilities = self.catalogue.vectors_for(GENDER_VECTOR, digests)
         return {h: GENDERS[0] if p[0] >= 0.5 else GENDERS[1] for h, p in probabilities.items()}
@@ -166,10 +175,9 @@ class Recommender:
             raise NextvoxError("no analysed tracks in the catalogue yet: "
                                f"run `{command_hint('analyze', self.catalogue.library, self.catalogue.data_dir)}` first")
         timbre_query = history_vector(queries, "timbre")
-        use_melody = self.melody is not None and all("melody" in q.vectors for q in queries)
+        # By voice alone, the melody similarities shown are read for the candidates only (no index opened).
+        use_melody = (w_melody == 0 or self.melody is not None) and all("melody" in q.vectors for q in queries)
         melody_query = history_vector(queries, "melody") if use_melody else None
-        sample_timbre = self.timbre.matrix[self._timbre_sample] @ timbre_query  # (S,)
-        sample_melody = None if melody_query is None else self.melody.matrix[self._melody_sample] @ melody_query
 
         excluded = {q.content_hash for q in queries if q.content_hash}
         fingerprints = [q.vectors["fingerprint"] for q in queries if "fingerprint" in q.vectors]
@@ -208,9 +216,14 @@ class Recommender:
                 break
             pool *= 4
 
-        matched_melody = np.array([c.melody for c in candidates if c.melody is not None and c.key not in excluded],
-                                  dtype=np.float32)  # fmt: skip
-        melody_baseline = None if w_melody == 0 else matched_melody if match_sequences else sample_melody
+        sample_timbre = self.timbre.matrix[self._timbre_sample] @ timbre_query  # (S,)
+        if w_melody == 0 or melody_query is None:
+            melody_baseline = None
+        elif match_sequences:  # the candidates matched note by note (matches are not on the vectors' scale)
+            melody_baseline = np.array([c.melody for c in candidates if c.melody is not None and c.key not in excluded],
+                                       dtype=np.float32)  # fmt: skip
+        else:  # (S,): 8 MB of melody vectors read only where they are the measure
+            melody_baseline = self.melody.matrix[_sample_rows(len(self.melody))] @ melody_query
         return [recommendation_of(c, library_timbre=sample_timbre, melody_baseline=melody_baseline,
                                   melody_by_sequence=match_sequences, query_genres=query_genres,
                                   query_genders=query_genders, gender=genders.get(c.track.content_hash))
@@ -225,13 +238,11 @@ class Recommender:
             melody_rows, _ = self.melody.search(melody_query, pool)
             extra = self.timbre.rows_of([self.melody.key_of(r) for r in melody_rows])
             rows = np.unique(np.concatenate([rows, extra[extra >= 0]]))
-        melody_similarity = np.full(len(rows), np.nan, dtype=np.float32)
         timbre_similarity = self.timbre.matrix[rows] @ timbre_query  # (P,)
         score = w_timbre * timbre_similarity
+        melody_similarity = np.full(len(rows), np.nan, dtype=np.float32)
         if melody_query is not None:
-            melody_rows = self.melody.rows_of([self.timbre.key_of(r) for r in rows])
-            found = melody_rows >= 0
-            melody_similarity[found] = self.melody.matrix[melody_rows[found]] @ melody_query if found.any() else []
+            melody_similarity = self._melody_similarities([self.timbre.key_of(r) for r in rows], melody_query, w_melody=w_melody)
             score = score + w_melody * np.nan_to_num(melody_similarity)
         order = np.argsort(-score, kind="stable")
         return [
@@ -239,6 +250,27 @@ class Recommender:
                        None if np.isnan(melody_similarity[i]) else float(melody_similarity[i]))
             for i in order
         ]
+
+    def _melody_similarities(self, keys: list[str], melody_query: np.ndarray, *, w_melody: float) -> np.ndarray:
+        """Cosine of each content's melody vector with the (unit) query's, shape (len(keys),) float32, NaN where none is stored.
+
+        Where the melody weighs, its index is open already (it was searched); by voice alone the
+        few candidates' vectors are read from the catalogue and made unit as the index makes them.
+        """
+        similarity = np.full(len(keys), np.nan, dtype=np.float32)
+        if w_melody > 0:
+            rows = self.melody.rows_of(keys)
+            found = rows >= 0
+            if found.any():
+                similarity[found] = self.melody.matrix[rows[found]] @ melody_query
+            return similarity
+        with self.lock:
+            stored = self.catalogue.vectors_for("melody", keys)
+        found = np.array([key in stored for key in keys], dtype=bool)
+        if found.any():
+            vectors = normalise_rows(np.stack([stored[key] for key in keys if key in stored]).astype(np.float32))  # (F, D)
+            similarity[found] = vectors @ melody_query
+        return similarity
 
     def _match_sequences(
         self, candidates: list[Candidate], queries: list[tuple[np.ndarray, float]], *, w_timbre: float, w_melody: float
@@ -260,7 +292,7 @@ class Recommender:
         if not query_fingerprints:
             return False
         with self.lock:
-            fingerprint = self.catalogue.vectors_of(digest).get("fingerprint")
+            fingerprint = self.catalogue.vectors_for("fingerprint", [digest]).get(digest)
         if fingerprint is None:
             return False
         similarity = normalise_rows(np.stack(query_fingerprints)) @ normalise_rows(fingerprint)
