@@ -4,10 +4,12 @@ progress bars and the data-directory rule. Commands live in the other modules of
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +52,27 @@ separator_weights_option = click.option(
     "--separator-weights", type=click.Path(dir_okay=False, path_type=Path),
     help="Model file of the mask separator (from `nextvox train separator`) or of a pretrained Demucs.",
 )
+
+
+def option_group(name: str, group: type, options: list[Callable]) -> Callable[[Callable], Callable]:
+    """A decorator that adds ``options`` to a command and hands their values to it as one argument,
+    ``name=group(**values)``: commands that share a set of options share one parameter for it.
+
+    ``group`` is a dataclass whose fields are the options' parameter names.
+    """
+    keys = [field.name for field in dataclasses.fields(group)]
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            values = {key: kwargs.pop(key) for key in keys}
+            return command(*args, **kwargs, **{name: group(**values)})
+
+        for option in reversed(options):
+            run = option(run)
+        return run
+
+    return decorate
 
 
 def chosen_data_dir(ctx: click.Context, library: Path, data_dir: Path | None) -> Path:

@@ -3,26 +3,13 @@ read into one :class:`nextvox.recommend.Filters`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
+from nextvox.cli.common import option_group
 from nextvox.errors import NextvoxError
-
-
-def filter_options(command):
-    """The filters shared by ``recommend``, ``radio``, ``path`` and ``mpd``."""
-    for option in reversed([
-        click.option("--exclude-artist", is_flag=True, help="Leave out the artists of the query tracks."),
-        click.option("--heard", type=click.Path(dir_okay=False, path_type=Path),
-                     help="File of tracks already heard, one path a line (relative to LIBRARY or absolute; "
-                     "lines starting with # are skipped, so an M3U works): left out."),
-        click.option("--genre", multiple=True, help="Keep only this genre (repeat for several)."),
-        click.option("--gender", type=click.Choice(["female", "male"]),
-                     help="Keep only voices of this gender (applied where the gender stage has stored one)."),
-    ]):
-        command = option(command)
-    return command
 
 
 def read_heard(heard: Path | None, root: Path) -> frozenset[str]:
@@ -46,9 +33,30 @@ def read_heard(heard: Path | None, root: Path) -> frozenset[str]:
     return frozenset(paths)
 
 
-def query_filters(root: Path, exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None):
-    """The :class:`nextvox.recommend.Filters` that the options of :func:`filter_options` ask for."""
-    from nextvox.recommend import Filters
+@dataclass(frozen=True)
+class FilterChoice:
+    """The filter options as given on the command line."""
 
-    return Filters(exclude_query_artists=exclude_artist, heard=read_heard(heard, root), genres=frozenset(genre), gender=gender)
+    exclude_artist: bool
+    heard: Path | None
+    genre: tuple[str, ...]
+    gender: str | None
 
+    def filters(self, root: Path):
+        """The :class:`nextvox.recommend.Filters` these options ask for, in the library at ``root``."""
+        from nextvox.recommend import Filters
+
+        return Filters(exclude_query_artists=self.exclude_artist, heard=read_heard(self.heard, root),
+                       genres=frozenset(self.genre), gender=self.gender)  # fmt: skip
+
+
+# The filters of recommend, radio, path and mpd: the command gets them as ``filter_choice``.
+filter_options = option_group("filter_choice", FilterChoice, [
+    click.option("--exclude-artist", is_flag=True, help="Leave out the artists of the query tracks."),
+    click.option("--heard", type=click.Path(dir_okay=False, path_type=Path),
+                 help="File of tracks already heard, one path a line (relative to LIBRARY or absolute; "
+                 "lines starting with # are skipped, so an M3U works): left out."),
+    click.option("--genre", multiple=True, help="Keep only this genre (repeat for several)."),
+    click.option("--gender", type=click.Choice(["female", "male"]),
+                 help="Keep only voices of this gender (applied where the gender stage has stored one)."),
+])  # fmt: skip

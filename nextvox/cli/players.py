@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from nextvox.cli.common import CONTEXT, app, chosen_data_dir, data_dir_option, json_flag, library_argument, stderr, stdout
-from nextvox.cli.filters import filter_options, query_filters
+from nextvox.cli.filters import FilterChoice, filter_options
 
 # ---- players: Subsonic -----------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ def subsonic_serve(ctx: click.Context, library: Path, host: str, port: int, conf
 @click.pass_context
 def mpd(
     ctx: click.Context, library: Path, host: str, port: int, keep: int, path_to: str | None, n: int, once: bool,
-    exclude_artist: bool, heard: Path | None, genre: tuple[str, ...], gender: str | None, data_dir: Path | None,
+    filter_choice: FilterChoice, data_dir: Path | None,
 ) -> None:
     """Keep MPD's queue topped up with voices like the song playing; queue a voice path on request.
 
@@ -130,7 +130,7 @@ def mpd(
     from nextvox.integrations.mpd import connect, queue_path, top_up, watch
 
     root = resolve_library(library)
-    filters = query_filters(root, exclude_artist, heard, genre, gender)
+    filters = filter_choice.filters(root)
     service = LibraryService(root, chosen_data_dir(ctx, library, data_dir))
     client = connect(host, port, password=os.environ.get("MPD_PASSWORD") or None)
     try:
