@@ -195,3 +195,24 @@ def test_player_paths_are_looked_up_in_the_catalogue_as_in_a_path_set(recommende
     assert found == [matching_library_path(p, in_memory) for p in player_paths]
     assert found == ["ann/song1.wav", "bob/song2.wav", "ann/song3.wav", None, None, None, None]  # first in path order; case counts
     assert "tracks_by_path" not in recommender.__dict__  # nothing listed the library
+
+
+def test_a_server_sees_a_change_committed_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nextvox.api.service as service_module
+    from nextvox.api.service import LibraryService
+    from nextvox.catalogue import Catalogue
+
+    monkeypatch.setattr(service_module, "REFRESH_INTERVAL_S", 0.0)
+    beside = make_catalogue(tmp_path, voice_songs(artists=ARTISTS, songs_per_artist=2))
+    service = LibraryService(beside.library, beside.data_dir)
+    try:
+        first = service.recommender()
+        assert service.recommender() is first  # nothing changed: the same recommender
+        ann = beside.track("ann/song0.wav")
+        beside.record_failure(error="re-analysis failed", content_hash=ann.content_hash)  # another connection commits
+        with Catalogue(beside.data_dir, library=beside.library) as reader:
+            assert reader.track("ann/song0.wav").status == "failed"
+        assert service.recommender() is not first
+    finally:
+        service.close()
+        beside.close()

@@ -301,6 +301,14 @@ class Catalogue:
     def has_vectors(self, name: str) -> bool:
         return self._db.execute("SELECT 1 FROM vectors WHERE name = ? LIMIT 1", (name,)).fetchone() is not None
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (an ``analyze`` beside a server) commits a change.
+
+        SQLite's ``PRAGMA data_version``: read without touching a table, so a server can ask it
+        at every request whatever the catalogue's size.
+        """
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
+
     def status_counts(self) -> dict[str, int]:
         counts = {"analyzed": 0, "failed": 0, "pending": 0}
         for status, n in self._db.execute("SELECT status, COUNT(*) FROM tracks GROUP BY status"):
