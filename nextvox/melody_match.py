@@ -18,9 +18,13 @@ KEY_SHIFTS = (0.0, -2.0, 2.0, -4.0, 4.0, -6.0, 6.0)
 
 
 def sequence_keys(sequence: np.ndarray) -> np.ndarray:
-    """A stored melody sequence, (len(KEY_SHIFTS) * steps, D), as one unit-step sequence per key: (len(KEY_SHIFTS), steps, D) float32."""
-    keys = np.asarray(sequence, np.float32).reshape(len(KEY_SHIFTS), -1, sequence.shape[-1])
-    return keys / (np.linalg.norm(keys, axis=2, keepdims=True) + 1e-6)
+    """A stored melody sequence, (len(KEY_SHIFTS) * steps, D), as one unit-step sequence per key: (len(KEY_SHIFTS), steps, D) float32.
+
+    A stack of sequences of one length, (..., len(KEY_SHIFTS) * steps, D), gives (..., len(KEY_SHIFTS), steps, D).
+    """
+    keys = np.asarray(sequence, np.float32)
+    keys = keys.reshape(*keys.shape[:-2], len(KEY_SHIFTS), -1, keys.shape[-1])
+    return keys / (np.linalg.norm(keys, axis=-1, keepdims=True) + 1e-6)
 
 
 GAP_ONSET = 0.5  # alignment score lost where a gap opens (a step that matches nothing) ...
@@ -81,15 +85,26 @@ def sequence_similarity(a: np.ndarray, b: np.ndarray) -> float:
 def sequence_similarities(query: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
     """:func:`sequence_similarity` of one sequence with each of many, shape (len(candidates),) float32.
 
-    The query's keys are made unit once, and each candidate's 13 alignments run as one
-    compiled batch (:func:`alignment_scores`): about 20 times faster than pair by pair.
+    The query's keys are made unit once, the candidates' once for each length, and each
+    candidate's 13 alignments run as two compiled batches (:func:`alignment_scores`): about
+    20 times faster than pair by pair.
     """
     a_keys = sequence_keys(query)  # (K, T_a, D)
     found = np.zeros(len(candidates), dtype=np.float32)
+    by_length: dict[tuple[int, ...], list[int]] = {}
     for c, candidate in enumerate(candidates):
-        b_keys = sequence_keys(candidate)  # (K, T_b, D)
-        # Stacked small products, not one large one: a large product goes to the threaded BLAS,
-        # which on busy cores ran some 40 times slower than these single-threaded ones.
-        similarity = np.concatenate([a_keys @ b_keys[0].T, a_keys[0] @ b_keys[1:].transpose(0, 2, 1)])  # (2K - 1, T_a, T_b)
-        found[c] = alignment_scores(similarity).max() / np.sqrt(a_keys.shape[1] * b_keys.shape[1])
+        by_length.setdefault(candidate.shape, []).append(c)
+    for members in by_length.values():
+        for c, b_keys in zip(members, sequence_keys(np.stack([candidates[c] for c in members]))):  # (K, T_b, D) each
+            found[c] = _best_alignment(a_keys, b_keys)
     return found
+
+
+def _best_alignment(a_keys: np.ndarray, b_keys: np.ndarray) -> float:
+    """The best of the 2K - 1 alignments of two sequences' unit keys, (K, T_a, D) and (K, T_b, D), divided by sqrt(T_a * T_b)."""
+    # Stacked small products, not one large one: a large product goes to the threaded BLAS,
+    # which on busy cores ran some 40 times slower than these single-threaded ones. Aligned
+    # as two batches, not one concatenated: copying 0.75 MB a candidate cost more than matching it.
+    as_sung = alignment_scores(a_keys @ b_keys[0].T).max()  # every key of the query against the candidate as sung: (K, T_a, T_b)
+    other_keys = alignment_scores(a_keys[0] @ b_keys[1:].transpose(0, 2, 1)).max()  # and the other way: (K - 1, T_a, T_b)
+    return max(as_sung, other_keys) / np.sqrt(a_keys.shape[1] * b_keys.shape[1])

@@ -32,3 +32,11 @@ def test_many_candidates_score_as_pair_by_pair() -> None:
     assert found[-1] == pytest.approx(1.0, abs=1e-5) and found[:-1].max() < 0.9
     assert sequence_similarity(query, candidates[0]) == pytest.approx(found[0], rel=1e-6)
     assert len(sequence_similarities(query, [])) == 0
+
+
+def test_candidates_grouped_by_length_score_exactly_as_one_by_one() -> None:
+    rng = np.random.default_rng(1)
+    query = rng.integers(-127, 128, size=(len(KEY_SHIFTS) * 30, 16)).astype(np.int8)  # int8 rows, as the catalogue keeps them
+    candidates = [rng.integers(-127, 128, size=(len(KEY_SHIFTS) * steps, 16)).astype(np.int8) for steps in (30, 7, 30, 44, 7, 30)]
+    one_by_one = np.array([sequence_similarities(query, [c])[0] for c in candidates])
+    np.testing.assert_array_equal(sequence_similarities(query, candidates), one_by_one)
