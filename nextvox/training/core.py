@@ -29,7 +29,7 @@ from nextvox.files import atomic_path, write_text_atomic
 
 __all__ = [
     "CHECKPOINT", "SUMMARY", "LOSS_PLOT", "ProgressCallback", "TrainResult", "learning_rate", "config_from_dict",
-    "start_or_resume", "initial_weights", "read_checkpoint", "Run", "plot_losses",
+    "start_or_resume", "new_model", "read_checkpoint", "Run", "plot_losses",
 ]  # fmt: skip
 
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume
@@ -94,19 +94,26 @@ def start_or_resume(out_dir: Path, config, *, resume: bool, module: str, model_t
     return checkpoint, config
 
 
-def initial_weights(model: torch.nn.Module, init_weights: str | None, load: Callable[[Path], torch.nn.Module]) -> None:
-    """Fine-tuning: copy the weights of the file ``init_weights`` (when given) into ``model``.
+def new_model(model_type: type, config, *, checkpoint: dict | None,
+              load: Callable[[Path], torch.nn.Module] | None = None) -> torch.nn.Module:  # fmt: skip
+    """``model_type(config.model)``, its initial weights drawn with ``config.seed``; when a run
+    starts (no ``checkpoint``) and ``config.init_weights`` names a file, fine-tuning: that file's
+    weights, read with ``load``. A resumed run's weights come from its checkpoint (:class:`Run`).
 
     Raises
     ------
     NextvoxError
-        When the file holds a model of another shape than ``model.config``.
+        When the file holds a model of another shape than ``config.model``.
     """
-    if init_weights:
+    torch.manual_seed(config.seed)  # initial weights
+    model = model_type(config.model)
+    init_weights = getattr(config, "init_weights", None)  # a run that never fine-tunes has no such field
+    if checkpoint is None and init_weights:
         start = load(Path(init_weights))
         if start.config != model.config:
             raise NextvoxError(f"{init_weights} has another model shape than this run's config")
         model.load_state_dict(start.state_dict())
+    return model
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -152,10 +159,11 @@ class Run:
                  checkpoint: dict | None = None, progress: ProgressCallback | None = None):  # fmt: skip
         self.out_dir = Path(out_dir)
         self.config, self.modules, self.save_weights, self.progress = config, modules, save_weights, progress
-        parameters = [p for module in modules.values() for p in module.parameters()]
-        self.optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        self.parameters = [p for module in modules.values() for p in module.parameters()]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)  # every random draw of the data and augmentations
         self.step, self.losses, self.elapsed_s, self.crops = 0, [], 0.0, 0
+        self.step_started = 0.0  # time.perf_counter() at the start of the step under way
         if checkpoint is not None:
             for name, module in modules.items():
                 module.load_state_dict(checkpoint[name])
@@ -169,16 +177,26 @@ class Run:
         """Whether steps remain."""
         return self.step < self.config.steps
 
-    def set_learning_rate(self) -> float:
-        """Set this step's learning rate (:func:`learning_rate`) on every parameter group; returns it."""
+    def start_step(self) -> float:
+        """Begin a step: set its learning rate (:func:`learning_rate`) on every parameter group and
+        start its clock (read by :meth:`step_done`); returns the rate."""
+        self.step_started = time.perf_counter()
         rate = learning_rate(self.step, self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = rate
         return rate
 
-    def step_done(self, loss: torch.Tensor, *, crops: int, started: float) -> None:
-        """Count a finished step (``started``: its ``time.perf_counter()`` at the start), checkpoint when due, report progress."""
-        seconds = time.perf_counter() - started
+    def update(self, loss: torch.Tensor, *, clip_norm: float | None = None) -> None:
+        """The optimiser's step on ``loss``'s gradients (their norm clipped to ``clip_norm`` when given)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters, clip_norm)
+        self.optimizer.step()
+
+    def step_done(self, loss: torch.Tensor, *, crops: int) -> None:
+        """Count the step begun by :meth:`start_step` as done, checkpoint when due, report progress."""
+        seconds = time.perf_counter() - self.step_started
         self.step += 1
         self.losses.append(float(loss.detach()))
         self.elapsed_s += seconds

@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 from nextvox.analysis import EXCERPT_VERSION, AnalysisSettings, library_settings, track_log_mel
+from nextvox.augmentations import random_crops
 from nextvox.catalogue import Catalogue, resolve_library, scan_library, track_file
 from nextvox.constants import FRAME_RATE_HZ
 from nextvox.errors import AudioError, NextvoxError
 from nextvox.features import MelCache
 from nextvox.workers import WorkerPool
 
-__all__ = ["library_log_mels", "make_batcher"]
+__all__ = ["library_log_mels", "make_batcher", "mix_background", "data_summary"]
 
 
 def _log_mel_work(path: str, digest: str, settings: AnalysisSettings, cache_root: str) -> tuple[str, str | None]:
@@ -104,3 +105,18 @@ def make_batcher(kind: type, config, excerpts: list[np.ndarray], backgrounds: li
             f"{batcher.min_frames / FRAME_RATE_HZ:.1f} s, are needed); at least 2 are needed"
         )
     return batcher
+
+
+def mix_background(x: torch.Tensor, backgrounds: list[torch.Tensor], *, stretch, augment, generator: torch.Generator) -> torch.Tensor:
+    """Views ``x`` (B, F, crop), each with a random crop of a random background mixed under it by
+    ``augment`` (a :class:`nextvox.augmentations.ViewAugment`), its crop read through ``stretch``
+    (a :class:`nextvox.augmentations.TimeStretch`): (B, F, crop)."""
+    n, crop = x.shape[0], x.shape[-1]
+    under = torch.randint(len(backgrounds), (n,), generator=generator)
+    crops = random_crops(backgrounds, under, source_frames=torch.full((n,), crop), generator=generator)
+    return augment(x, stretch(crops, crop), generator=generator)
+
+
+def data_summary(batcher, data_note: str) -> dict:
+    """What a self-supervised run read, for its ``train.json``: n_excerpts, n_backgrounds, data (``data_note``)."""
+    return {"n_excerpts": len(batcher.excerpts), "n_backgrounds": len(batcher.backgrounds), "data": data_note}

@@ -15,7 +15,6 @@ Outputs in ``out_dir``: ``checkpoint.pt`` (resumable), ``separator.pt`` (the wei
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
 from nextvox.labels import read_track_labels
 from nextvox.models.separator import MaskNet, SeparatorConfig, save_weights, stft
-from nextvox.training.core import ProgressCallback, Run, start_or_resume
+from nextvox.training.core import ProgressCallback, Run, new_model, start_or_resume
 
 __all__ = ["SeparatorTrainConfig", "Stem", "SeparatorTrainResult", "load_stems", "train_separator"]
 
@@ -167,25 +166,19 @@ def train_separator(
     checkpoint, config = start_or_resume(out_dir, config, resume=resume, module="model", model_type=SeparatorConfig)
     if checkpoint is not None:
         config.steps = max(steps, checkpoint["step"])  # a resumed run may be extended
-    torch.manual_seed(config.seed)
-    model = MaskNet(config.model)
+    model = new_model(MaskNet, config, checkpoint=checkpoint)
     run = Run(out_dir=out_dir, config=config, modules={"model": model}, checkpoint=checkpoint, progress=progress,
               save_weights=lambda: save_weights(model, out_dir / WEIGHTS))  # fmt: skip
-    optimizer = run.optimizer
 
     # ---- the loop ----------------------------------------------------------------------------
     model.train()
     while run.running:
-        started = time.perf_counter()
+        run.start_step()
         rng = np.random.default_rng([config.seed, run.step])  # a resumed run draws the crops an uninterrupted one would
         mixes, vocals = _batch(stems, config, rng)
-        run.set_learning_rate()
         loss = _loss(model, mixes, vocals)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        run.step_done(loss, crops=config.batch_size, started=started)
+        run.update(loss, clip_norm=config.grad_clip)
+        run.step_done(loss, crops=config.batch_size)
 
     # ---- outputs -----------------------------------------------------------------------------
     model.eval()

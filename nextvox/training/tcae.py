@@ -13,7 +13,6 @@ The loop is linear, in commented sections, as in nanoGPT's ``train.py``; its boo
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from nextvox.models.tcae import TCAE, TCAEConfig
 from nextvox.models.tcae import load_weights as load_tcae_weights
 from nextvox.models.tcae import projection_head as melody_projection_head
 from nextvox.models.tcae import save_weights as save_tcae_weights
-from nextvox.training.core import ProgressCallback, Run, TrainResult, initial_weights, start_or_resume
-from nextvox.training.data import make_batcher
+from nextvox.training.core import ProgressCallback, Run, TrainResult, new_model, start_or_resume
+from nextvox.training.data import data_summary, make_batcher, mix_background
 
 __all__ = ["TCAE_WEIGHTS", "TCAETrainConfig", "MelodyViews", "train_tcae", "default_tcae_init"]
 
@@ -91,9 +90,7 @@ class MelodyViews:
         frames = TimeStretch.source_frames(self.stretch.rates(n, generator=g), crop).tolist()
         x = self.stretch([r[:, :f] for r, f in zip(regions, frames)], crop)  # (B, F, crop)
         x = self.pitch(x, self.pitch.semitones(n, generator=g))
-        under = torch.randint(len(self.backgrounds), (n,), generator=g)
-        background = self.stretch(random_crops(self.backgrounds, under, source_frames=torch.full((n,), crop), generator=g), crop)
-        return self.augment(x, background, generator=g)
+        return mix_background(x, self.backgrounds, stretch=self.stretch, augment=self.augment, generator=g)
 
     def __call__(self, g: torch.Generator) -> torch.Tensor:
         """(B, F, crop) plain crops, or (2B, F, crop) stacked as [view a, view b]."""
@@ -145,39 +142,31 @@ def train_tcae(
     batcher = make_batcher(MelodyViews, config, excerpts, backgrounds)
 
     # -- model, loss, optimiser ---------------------------------------------------------------------
-    torch.manual_seed(config.seed)  # initial weights
-    tcae = TCAE(config.model)
-    if checkpoint is None:
-        initial_weights(tcae, config.init_weights, load_tcae_weights)
+    tcae = new_model(TCAE, config, checkpoint=checkpoint, load=load_tcae_weights)
     head = melody_projection_head(config.model)
     contrastive = NTXentLoss(config.temperature)
     run = Run(out_dir=out_dir, config=config, modules={"tcae": tcae, "head": head}, checkpoint=checkpoint, progress=progress,
               save_weights=lambda: save_tcae_weights(tcae, out_dir / TCAE_WEIGHTS))  # fmt: skip
-    optimizer, g = run.optimizer, run.generator
 
     # -- loop -------------------------------------------------------------------------------------
     tcae.train(), head.train()
     while run.running:
-        started = time.perf_counter()
-        run.set_learning_rate()
-        crops = batcher(g)  # (B or 2B, F, crop)
+        run.start_step()
+        crops = batcher(run.generator)  # (B or 2B, F, crop)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             reconstruction, target, latent = tcae(crops)
         loss = F.mse_loss(reconstruction.float(), target.float())
         if config.contrastive_weight > 0:
             z = head(TCAE.pool(latent))  # (2B, projection_dim)
             loss = loss + config.contrastive_weight * contrastive(*z.chunk(2))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        run.step_done(loss, crops=len(crops), started=started)
+        run.update(loss)
+        run.step_done(loss, crops=len(crops))
 
     # -- report -----------------------------------------------------------------------------------
     objective = "reconstruction MSE" + (f" + {config.contrastive_weight:g} x NT-Xent" if config.contrastive_weight > 0 else "")
-    return run.finish(n_excerpts=len(batcher.excerpts), summary={
-        "final_loss_note": f"mean {objective} over the last 10 % of steps", "n_excerpts": len(batcher.excerpts),
-        "n_backgrounds": len(batcher.backgrounds), "data": data_note, "receptive_field_frames": tcae.receptive_field,
-    }, title=f"TCAE, {objective}", ylabel="loss")  # fmt: skip
+    summary = {"final_loss_note": f"mean {objective} over the last 10 % of steps", **data_summary(batcher, data_note),
+               "receptive_field_frames": tcae.receptive_field}  # fmt: skip
+    return run.finish(n_excerpts=len(batcher.excerpts), summary=summary, title=f"TCAE, {objective}", ylabel="loss")
 
 
 def default_tcae_init() -> str | None:

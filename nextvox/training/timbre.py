@@ -15,7 +15,6 @@ The loop is linear, in commented sections, as in nanoGPT's ``train.py``; its boo
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from nextvox.augmentations import ROLES, PitchShift, RegisterShift, TimeStretch,
 from nextvox.errors import NextvoxError
 from nextvox.losses import NTXentLoss
 from nextvox.models.timbre import DEFAULT_WEIGHTS, TimbreConfig, TimbreEncoder, load_weights, projection_head, save_weights
-from nextvox.training.core import ProgressCallback, Run, TrainResult, initial_weights, start_or_resume
-from nextvox.training.data import make_batcher
+from nextvox.training.core import ProgressCallback, Run, TrainResult, new_model, start_or_resume
+from nextvox.training.data import data_summary, make_batcher, mix_background
 
 __all__ = ["WEIGHTS", "TrainConfig", "ContrastiveBatch", "train_timbre", "default_init"]
 
@@ -109,9 +108,7 @@ class ContrastiveBatch:
             x = self.pitch(x, self.pitch.semitones(n, generator=g, negative=pitch == "negative"))
         if self.config.register_semitones > 0:
             x = self.register(x, self.register.semitones(n, generator=g))
-        under = torch.randint(len(self.backgrounds), (n,), generator=g)
-        background = self.stretch(random_crops(self.backgrounds, under, source_frames=torch.full((n,), crop), generator=g), crop)
-        return self.augment(x, background, generator=g)
+        return mix_background(x, self.backgrounds, stretch=self.stretch, augment=self.augment, generator=g)
 
     def __call__(self, g: torch.Generator) -> tuple[torch.Tensor, int]:
         """(views (V * B, F, crop) stacked as [view a, view b, negative copies...], B)."""
@@ -172,35 +169,28 @@ def train_timbre(
     batcher = make_batcher(ContrastiveBatch, config, excerpts, backgrounds)
 
     # -- model, loss, optimiser ---------------------------------------------------------------------
-    torch.manual_seed(config.seed)  # initial weights
-    encoder = TimbreEncoder(config.model)
-    if checkpoint is None:
-        initial_weights(encoder, config.init_weights, load_weights)
+    encoder = new_model(TimbreEncoder, config, checkpoint=checkpoint, load=load_weights)
     head = projection_head(config.model)
     loss_fn = NTXentLoss(config.temperature)
     run = Run(out_dir=out_dir, config=config, modules={"encoder": encoder, "head": head}, checkpoint=checkpoint, progress=progress,
               save_weights=lambda: save_weights(encoder, out_dir / WEIGHTS))  # fmt: skip
-    optimizer, g = run.optimizer, run.generator
 
     # -- loop -------------------------------------------------------------------------------------
     encoder.train(), head.train()
     while run.running:
-        started = time.perf_counter()
-        run.set_learning_rate()
-        views, n = batcher(g)  # (V * B, F, crop)
+        run.start_step()
+        views, n = batcher(run.generator)  # (V * B, F, crop)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             z = head(encoder(views))  # (V * B, projection_dim)
         loss = loss_fn(z[:n], z[n : 2 * n], list(z[2 * n :].split(n)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        run.step_done(loss, crops=len(views), started=started)
+        run.update(loss)
+        run.step_done(loss, crops=len(views))
 
     # -- report -----------------------------------------------------------------------------------
-    return run.finish(n_excerpts=len(batcher.excerpts), summary={
-        "final_loss_note": "mean NT-Xent over the last 10 % of steps", "n_excerpts": len(batcher.excerpts),
-        "n_backgrounds": len(batcher.backgrounds), "data": data_note, "views_per_step": batcher.views_per_excerpt * config.batch_size,
-    }, title=f"pitch shift {config.pitch_shift}, time stretch {config.time_stretch}", ylabel="NT-Xent loss")  # fmt: skip
+    summary = {"final_loss_note": "mean NT-Xent over the last 10 % of steps", **data_summary(batcher, data_note),
+               "views_per_step": batcher.views_per_excerpt * config.batch_size}  # fmt: skip
+    title = f"pitch shift {config.pitch_shift}, time stretch {config.time_stretch}"
+    return run.finish(n_excerpts=len(batcher.excerpts), summary=summary, title=title, ylabel="NT-Xent loss")
 
 
 def default_init() -> str | None:
