@@ -231,13 +231,19 @@ def mask_vocals(samples: np.ndarray, *, weights: Path, bf16: bool = True) -> np.
 
 @lru_cache(maxsize=1)
 def _demucs_model(path: str):
+    from fractions import Fraction
+
+    from demucs.demucs import Demucs
+    from demucs.hdemucs import HDemucs
+    from demucs.htdemucs import HTDemucs
     from demucs.states import load_model
 
-    import torch
+    from nextvox.models.weights_file import load_tensors
 
-    # Demucs's own checkpoint format pickles the model's class and arguments, which
-    # weights_only=True refuses; only a file the user named with --separator-weights is read.
-    stored = torch.load(path, map_location="cpu", weights_only=False)
+    # Demucs's own format stores the model's class by reference and its segment length as a
+    # Fraction beside tensors and plain settings: exactly those classes may be unpickled.
+    stored = load_tensors(Path(path), allowed=(Demucs, HDemucs, HTDemucs, Fraction), what="a Demucs checkpoint",
+                          advice="give a checkpoint (*.th) as Demucs's own downloader stores it")  # fmt: skip
     return load_model(stored).eval()
 
 

@@ -7,6 +7,7 @@ from nextvox.analysis import AnalysisSettings
 from nextvox.cli import main
 from nextvox.errors import MissingDependencyError, NextvoxError
 from nextvox.models.separator import SeparatorConfig, load_weights
+from nextvox.models.weights_file import load_tensors
 from nextvox.separation import SEPARATORS, SHIPPED_MASK_WEIGHTS, separate, separator_version, si_sdr
 from nextvox.training import SeparatorTrainConfig, load_stems, train_separator
 
@@ -70,6 +71,43 @@ def test_demucs_without_weights_says_how_to_get_them(tmp_path, capsys):
                  "--data-dir", str(tmp_path / "d")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "demucs" in err and "--separator-weights" in err
+
+
+class _OpensAFile:
+    """Unpickling this runs code: it calls ``open(path, "w")``, which leaves a file behind."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused_not_run(tmp_path):
+    import torch
+
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "htdemucs.th"
+    torch.save({"klass": _OpensAFile(marker), "args": (), "kwargs": {}, "state": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(NextvoxError, match="never unpickled.*it names io.open; give a checkpoint") as refused:
+        load_tensors(path, what="a Demucs checkpoint", advice="give a checkpoint (*.th) as Demucs's own downloader stores it")
+    assert str(path) in str(refused.value) and not marker.exists()
+    torch.load(path, weights_only=False)  # what the loader did before: the file really runs its code
+    assert marker.exists()
+
+
+def test_a_checkpoint_may_name_exactly_the_allowed_classes(tmp_path):
+    from fractions import Fraction
+
+    import torch
+
+    path = tmp_path / "model.th"
+    torch.save({"klass": torch.nn.Linear, "kwargs": {"segment": Fraction(39, 5)}, "state": {"w": torch.ones(2)}}, path)
+    with pytest.raises(NextvoxError, match="never unpickled"):
+        load_tensors(path, what="a checkpoint", advice="-")
+    stored = load_tensors(path, allowed=(torch.nn.Linear, Fraction), what="a checkpoint", advice="-")
+    assert stored["klass"] is torch.nn.Linear and stored["kwargs"]["segment"] == Fraction(39, 5)
+    assert torch.equal(stored["state"]["w"], torch.ones(2))
 
 
 def test_training_writes_and_resumes_a_checkpoint(fixture_library, tmp_path):
