@@ -30,6 +30,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 # The song generator is a program of its own beside the pipeline: it uses the base layer only.
 SYNTH = ("synth", "synth.")
+# Its own layers (docs/architecture.md), lowest first: the voice registry and the WORLD note loop
+# at the bottom, so that the singing methods meet there and never import each other in a circle.
+SYNTH_LAYERS: list[tuple[str, ...]] = [
+    ("synth.voices", "synth.world", "synth.melodies", "synth.effects"),
+    ("synth.syllables", "synth.accompaniment"),
+    ("synth.singing", "synth.mbrola", "synth.production"),
+    ("synth.plan",),
+    ("synth.library",),
+    ("synth",),
+]
 
 
 def module_files() -> dict[str, Path]:
@@ -178,3 +188,13 @@ def test_imports_point_down_the_layers() -> None:
             if target_rank is not None and target_rank > rank:
                 upward.append(f"{name} ({LAYERS[rank][0]}) -> {target} ({LAYERS[target_rank][0]})")
     assert not upward, "imports pointing up a layer:\n" + "\n".join(upward)
+
+
+def test_the_song_generator_keeps_its_own_layers() -> None:
+    edges, _ = import_graph()
+    placed = {name: rank for rank, names in enumerate(SYNTH_LAYERS) for name in names}
+    synth_modules = {name for name in edges if _matches(name, SYNTH)}
+    assert synth_modules == set(placed), "place every synth module in SYNTH_LAYERS"
+    upward = [f"{name} -> {target}" for name in sorted(synth_modules) for target in sorted(edges[name] & synth_modules)
+              if placed[target] >= placed[name]]  # fmt: skip
+    assert not upward, "synth imports that point up or across its layers:\n" + "\n".join(upward)

@@ -17,7 +17,8 @@ from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import MissingDependencyError, NextvoxError
 from nextvox.synth import render_library
 from nextvox.synth.accompaniment import accompaniment_midi, choose_chords, render_midi
-from nextvox.synth.library import CACHE_DIR_NAME, FORMATS, LABEL_COLUMNS, label_row, plan_library, render_song_audio, song_notes
+from nextvox.synth.library import CACHE_DIR_NAME, LABEL_COLUMNS, label_row, render_song_audio
+from nextvox.synth.plan import FORMATS, plan_library, song_notes
 from nextvox.synth.production import GROOVES, LEAD_PARTS, PRODUCTION_COLUMNS, drum_events, lead_events, produce_mix
 from nextvox.synth.singing import pitch_accuracy
 from nextvox.synth.voices import SINGERS, select_singers, singers_in_set

@@ -26,9 +26,9 @@ import soxr
 
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
-from nextvox.synth.singing import midi_to_hz, note_cents
-from nextvox.synth.syllables import FFT_SIZE, FRAME_PERIOD_MS, FRAME_RATE_HZ, SYLLABLES, pyworld, syllable_text
+from nextvox.synth.syllables import SYLLABLES, syllable_text
 from nextvox.synth.voices import EVAL_VOICES, MBROLA_VOICE_ROOT, PERMITTED_VOICES, Voice, installed_mbrola_singers
+from nextvox.synth.world import FFT_SIZE, FRAME_PERIOD_MS, midi_to_hz, pyworld, sung_notes, synthesize
 from nextvox.files import write_text_atomic
 
 __all__ = ["PERMITTED_VOICES", "EVAL_VOICES", "installed_mbrola_singers", "build_phonemes", "render_vocal_mbrola"]
@@ -109,22 +109,11 @@ def render_vocal_mbrola(
     f0, t = pyworld.dio(wave, SAMPLE_RATE_HZ, f0_floor=60.0, f0_ceil=900.0, frame_period=FRAME_PERIOD_MS)
     sp = pyworld.cheaptrick(wave, f0, t, SAMPLE_RATE_HZ, fft_size=FFT_SIZE)
     ap = pyworld.d4c(wave, f0, t, SAMPLE_RATE_HZ, fft_size=FFT_SIZE)
-    rng = np.random.default_rng(seed)
     target = np.zeros(len(f0))
-    previous_end, previous_midi = -1, None
-    for onset, duration, midi, gain in zip(onset_s, duration_s, pitch_midi, gain_db):
-        start = int(round(onset * FRAME_RATE_HZ))
-        end = min(int(round((onset + duration) * FRAME_RATE_HZ)), len(f0))
-        if end - start < 2:
-            continue
-        cents = note_cents(n_frames=end - start, midi=float(midi),
-                           previous_midi=previous_midi if previous_end == start else None,
-                           vibrato_rate_hz=vibrato_rate_hz, vibrato_depth_cents=vibrato_depth_cents,
-                           vibrato_phase=float(rng.uniform(0, 2 * np.pi)))  # fmt: skip
-        target[start:end] = midi_to_hz(cents / 100.0)
-        sp[start:end] *= 10.0 ** (gain / 10.0)
-        previous_end, previous_midi = end, float(midi)
+    notes = sung_notes(onset_s=onset_s, duration_s=duration_s, pitch_midi=pitch_midi, n_frames=len(f0),
+                       vibrato_rate_hz=vibrato_rate_hz, vibrato_depth_cents=vibrato_depth_cents, seed=seed)  # fmt: skip
+    for note, start, end, contour_hz in notes:
+        target[start:end] = contour_hz
+        sp[start:end] *= 10.0 ** (gain_db[note] / 10.0)
     f0 = np.where((f0 > 0) & (target > 0), target, 0.0)
-    out = pyworld.synthesize(f0, sp, ap, SAMPLE_RATE_HZ, FRAME_PERIOD_MS)
-    n_samples = int(round(total_s * SAMPLE_RATE_HZ))
-    return np.pad(out, (0, max(n_samples - len(out), 0)))[:n_samples].astype(np.float32)
+    return synthesize(f0, sp, ap, total_s=total_s)

@@ -2,38 +2,26 @@
 
 Each note gets one syllable from the voice's :class:`~nextvox.synth.syllables.SyllableBank`:
 its consonant keeps its spoken length, its vowel is stretched to fill the note, and its
-fade-out ends it. The f0 of every voiced frame is replaced by the note's pitch with a
-short glide from the previous note and a delayed vibrato; WORLD then synthesises the whole
-line in one pass.
+fade-out ends it. The f0 of every voiced frame is replaced by the note's pitch contour
+(:func:`nextvox.synth.world.sung_notes`: a short glide from the previous note and a delayed
+vibrato); WORLD then synthesises the whole line in one pass.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from nextvox.constants import SAMPLE_RATE_HZ
-from nextvox.synth.syllables import FRAME_PERIOD_MS, FRAME_RATE_HZ, SyllableBank, pyworld
+from nextvox.synth.syllables import SyllableBank
+from nextvox.synth.world import FRAME_RATE_HZ, midi_to_hz, sung_notes, synthesize
 
-__all__ = ["render_vocal", "note_cents", "pitch_accuracy", "midi_to_hz", "NOTE_GUARD_START_S", "NOTE_GUARD_END_S"]
+__all__ = ["render_vocal", "pitch_accuracy", "NOTE_GUARD_START_S", "NOTE_GUARD_END_S"]
 
-GLIDE_S = 0.04  # legato glide into a note from the previous one
 RELEASE_S = 0.04  # longest part of a syllable's spoken fade-out kept at a note's end
-VIBRATO_DELAY_S = 0.15  # singers start a note straight and let vibrato grow
-VIBRATO_RAMP_S = 0.2
 SILENCE_POWER = 1e-10  # envelope power of rests, -100 dB below a vowel
 # "Inside a note" for pitch accuracy: past the glide and pYIN's 64 ms window at the onset,
 # and clear of the next note's window at the end.
 NOTE_GUARD_START_S = 0.06
 NOTE_GUARD_END_S = 0.04
-
-
-def midi_to_hz(midi: np.ndarray | float) -> np.ndarray | float:
-    """Equal-tempered frequency of a (fractional) MIDI pitch, A4 = 69 = 440 Hz.
-
-    >>> float(midi_to_hz(69.0)), round(float(midi_to_hz(60.0)), 2)
-    (440.0, 261.63)
-    """
-    return 440.0 * 2.0 ** ((np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
 
 
 def _source_frames(*, length: int, n_source: int, core_start: int, core_end: int) -> np.ndarray:
@@ -56,20 +44,6 @@ def _source_frames(*, length: int, n_source: int, core_start: int, core_end: int
             np.arange(core_end, core_end + release, dtype=np.float64),
         ]
     )
-
-
-def note_cents(
-    *, n_frames: int, midi: float, previous_midi: float | None, vibrato_rate_hz: float, vibrato_depth_cents: float,
-    vibrato_phase: float,
-) -> np.ndarray:
-    """Pitch contour of one note in cents (MIDI x 100), shape (n_frames,)."""
-    t_s = np.arange(n_frames) / FRAME_RATE_HZ
-    ramp = np.clip((t_s - VIBRATO_DELAY_S) / VIBRATO_RAMP_S, 0.0, 1.0)
-    cents = 100.0 * midi + vibrato_depth_cents * ramp * np.sin(2 * np.pi * vibrato_rate_hz * t_s + vibrato_phase)
-    if previous_midi is not None:
-        glide = t_s < GLIDE_S
-        cents[glide] += 100.0 * (previous_midi - midi) * 0.5 * (1 + np.cos(np.pi * t_s[glide] / GLIDE_S))
-    return cents
 
 
 def render_vocal(
@@ -111,42 +85,28 @@ def render_vocal(
     np.ndarray, float32, shape (round(total_s * SAMPLE_RATE_HZ),)
         The isolated vocal at :data:`nextvox.constants.SAMPLE_RATE_HZ`, unnormalised.
     """
-    rng = np.random.default_rng(seed)
     n_frames = int(np.ceil(total_s * FRAME_RATE_HZ)) + 1
     n_bins = bank.sp.shape[1]
     sp = np.full((n_frames, n_bins), SILENCE_POWER)
     ap = np.ones((n_frames, n_bins))
     f0_hz = np.zeros(n_frames)
-    previous_end, previous_midi = -1, None
-    for onset, duration, midi, syllable, gain in zip(onset_s, duration_s, pitch_midi, syllable_index, gain_db):
-        start = int(round(onset * FRAME_RATE_HZ))
-        end = min(int(round((onset + duration) * FRAME_RATE_HZ)), n_frames)
-        if end - start < 2:
-            continue
+    notes = sung_notes(onset_s=onset_s, duration_s=duration_s, pitch_midi=pitch_midi, n_frames=n_frames,
+                       vibrato_rate_hz=vibrato_rate_hz, vibrato_depth_cents=vibrato_depth_cents, seed=seed)  # fmt: skip
+    for note, start, end, contour_hz in notes:
+        syllable = syllable_index[note]
         first, last = bank.starts[syllable], bank.starts[syllable + 1]
         core_start, core_end = bank.core[syllable]
         source = _source_frames(length=end - start, n_source=last - first, core_start=core_start, core_end=core_end)
         lo = np.floor(source).astype(int)
         hi = np.minimum(lo + 1, last - first - 1)
         w = (source - lo)[:, None]  # (L, 1): interpolate between neighbouring frames
-        scale = 10.0 ** (gain / 10.0)  # power envelope
+        scale = 10.0 ** (gain_db[note] / 10.0)  # power envelope
         sp[start:end] = scale * (bank.sp[first + lo] * (1 - w) + bank.sp[first + hi] * w)
         ap[start:end] = bank.ap[first + lo] * (1 - w) + bank.ap[first + hi] * w
         in_core = (source >= core_start) & (source < core_end)
         voiced = in_core | bank.voiced[first + np.rint(source).astype(int).clip(0, last - first - 1)]
-        cents = note_cents(
-            n_frames=end - start,
-            midi=float(midi),
-            previous_midi=previous_midi if previous_end == start else None,
-            vibrato_rate_hz=vibrato_rate_hz,
-            vibrato_depth_cents=vibrato_depth_cents,
-            vibrato_phase=float(rng.uniform(0, 2 * np.pi)),
-        )
-        f0_hz[start:end] = np.where(voiced, midi_to_hz(cents / 100.0), 0.0)
-        previous_end, previous_midi = end, float(midi)
-    wave = pyworld.synthesize(f0_hz, sp, ap, SAMPLE_RATE_HZ, FRAME_PERIOD_MS)
-    n_samples = int(round(total_s * SAMPLE_RATE_HZ))
-    return np.pad(wave, (0, max(n_samples - len(wave), 0)))[:n_samples].astype(np.float32)
+        f0_hz[start:end] = np.where(voiced, contour_hz, 0.0)
+    return synthesize(f0_hz, sp, ap, total_s=total_s)
 
 
 def pitch_accuracy(

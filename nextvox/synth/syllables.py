@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,18 +21,11 @@ import soxr
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
 from nextvox.synth.voices import Voice
+from nextvox.synth.world import FFT_SIZE, FRAME_PERIOD_MS, pyworld
 from nextvox.files import atomic_path
 
-with warnings.catch_warnings():
-    # pyworld imports the deprecated pkg_resources only to read its own version.
-    warnings.simplefilter("ignore", UserWarning)
-    import pyworld
+__all__ = ["SYLLABLES", "SyllableBank", "build_bank", "load_bank", "analyse_syllable", "breathy_aperiodicity"]
 
-__all__ = ["SYLLABLES", "FRAME_PERIOD_MS", "FFT_SIZE", "SyllableBank", "build_bank", "load_bank", "analyse_syllable", "breathy_aperiodicity"]
-
-FRAME_PERIOD_MS = 5.0
-FRAME_RATE_HZ = 1000.0 / FRAME_PERIOD_MS
-FFT_SIZE = pyworld.get_cheaptrick_fft_size(SAMPLE_RATE_HZ)  # 1024 at 16 kHz: 513 envelope bins
 BANK_VERSION = 1  # bump when the analysis changes, so old caches are rebuilt
 
 # Voiced consonants (l, n, m) keep the pitch going through the syllable; d gives attacks.
