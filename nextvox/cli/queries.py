@@ -212,7 +212,6 @@ def path(
     filter_choice: FilterChoice, as_json: bool, data_dir: Path | None,
 ) -> None:
     """A voice path: a playlist from FROM to TO, each voice close to the one before (library tracks)."""
-    from nextvox.analysis import AnalysisSettings
     from nextvox.catalogue import Catalogue, resolve_library
     from nextvox.recommend import Recommender, resolve_query
     from nextvox.voicepath import voice_path
@@ -222,7 +221,7 @@ def path(
     chosen = chosen_data_dir(ctx, library, data_dir)
     with Catalogue(chosen, library=root, create=False) as catalogue:
         decoder_notes_to_log(catalogue.data_dir)
-        ends = [resolve_query(catalogue, track, settings=AnalysisSettings()) for track in (start, end)]
+        ends = [resolve_query(catalogue, track) for track in (start, end)]  # an outside file: the library's settings
         songs = voice_path(Recommender(catalogue), ends[0], ends[1], n=n, follow=follow,
                            filters=filter_choice.filters(root))
     delivered = playlist.deliver(songs, title=f"nextvox path: {ends[0].label} to {ends[1].label}", root=root,
