@@ -3,7 +3,10 @@ path traversal on the audio endpoint, upload caps, and Range streaming."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -248,3 +251,17 @@ def test_docs_are_served_without_a_cdn(served) -> None:
     assert "cdn" not in html.lower() and "/docs-assets/swagger-ui-bundle.js" in html
     script = client.get("/docs-assets/swagger-ui-bundle.js")
     assert script.status_code == 200 and "SwaggerUIBundle" in script.text[:100_000] + script.text[-100_000:]
+
+
+def test_the_server_answers_from_stored_vectors_without_torch(served) -> None:
+    """The analysis (PyTorch, librosa) loads only for an uploaded query: a server starts and answers without it."""
+    client, library, _ = served
+    data = client.app.state.service.data_dir
+    script = ("import sys\nfrom fastapi.testclient import TestClient\nfrom nextvox.api import create_app\n"
+              f"client = TestClient(create_app({str(library)!r}, {str(data)!r}))\n"
+              "answer = client.get('/api/similar', params={'path': 'low/song0.wav'})\n"
+              "print(answer.text)\n"
+              "print(*(m for m in ('torch', 'librosa', 'nextvox.analysis') if m in sys.modules), 'loaded', file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert json.loads(result.stdout)["results"], result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "loaded", result.stderr  # nothing named before "loaded"
