@@ -496,7 +496,9 @@ def _run_pool(
 
     tasks = [(digest, (str(track_file(catalogue.library, rel)), digest, settings, cache_root)) for digest, rel in todo.items()]
     try:
-        with WorkerPool(jobs, initializer=_worker_init, initargs=(str(catalogue.data_dir / "decoder.log"),)) as pool:
+        # No analysis stage (decoders, separators, log-mel, models) calls librosa's cached kernels.
+        with WorkerPool(jobs, initializer=_worker_init, initargs=(str(catalogue.data_dir / "decoder.log"),),
+                        librosa_kernels=False) as pool:  # fmt: skip
             pool.run(analyze_file, tasks, on_result=recorded, on_crash=crashed)
     except KeyboardInterrupt:
         raise NextvoxError(

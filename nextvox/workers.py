@@ -14,7 +14,9 @@ one function over many files. :class:`WorkerPool` does it with what each of them
 - workers **die with their parent** when it is killed outright (:func:`nextvox.processes.die_with_parent`);
 - librosa's cached numba kernels are **compiled in the parent first** (:func:`compile_shared_kernels`):
   two workers compiling one ``guvectorize`` kernel at once can pair cache files from different
-  processes (numba issue 10128), and every later call to it then segfaults.
+  processes (numba issue 10128), and every later call to it then segfaults. A pool whose
+  workers never reach them (the analysis with the mask separator) says so (``librosa_kernels=False``)
+  and starts without those seconds of importing and loading in the parent.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ class WorkerPool:
         Worker processes.
     initializer : callable, optional
         Run once in each worker (picklable: a module-level function), with ``initargs``.
+    librosa_kernels : bool
+        Whether the workers may call librosa's cached kernels (chroma, tuning, peak picking,
+        its ``istft``): they are then compiled in the parent before any worker starts.
 
     Examples
     --------
@@ -94,8 +99,10 @@ class WorkerPool:
     {0: 0, 1: 1, 2: 2, 3: 3}
     """
 
-    def __init__(self, jobs: int, *, initializer: Callable[..., None] | None = None, initargs: tuple = ()):
+    def __init__(self, jobs: int, *, initializer: Callable[..., None] | None = None, initargs: tuple = (),
+                 librosa_kernels: bool = True):  # fmt: skip
         self.jobs = max(1, int(jobs))
+        self.librosa_kernels = librosa_kernels
         self._setup_args = (os.getpid(), initializer, tuple(initargs))
         for variable in ONE_THREAD_VARIABLES:
             os.environ.setdefault(variable, "1")
@@ -104,7 +111,8 @@ class WorkerPool:
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            compile_shared_kernels()
+            if self.librosa_kernels:
+                compile_shared_kernels()
             self._children_before = set(multiprocessing.active_children())
             self._executor = ProcessPoolExecutor(
                 max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
