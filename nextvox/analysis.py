@@ -54,8 +54,9 @@ STAGES = ("decode", "separation", "features", "inference")
 # decoder stuck on a damaged stream). The slowest separator, Demucs on one core, takes about
 # 20 s for an excerpt: the limit is well above any honest track.
 TRACK_TIME_LIMIT_S = 300.0
-# bf16 autocast for the timbre encoder: about 2x the excerpts per second of float32 on this
-# project's CPUs (bench/results/timbre_speed.md), vectors within 0.01 cosine of float32.
+# bf16 autocast for the timbre encoder and the TCAE: about 2x and 1.4x the excerpts per second
+# of float32 on this project's CPUs (bench/results/timbre_speed.md, bench/results/analyze.md),
+# vectors within 0.01 cosine of float32 (the TCAE's within 1e-5; tests/test_analysis_reference.py).
 INFERENCE_BF16 = True
 
 
@@ -235,7 +236,7 @@ def embed(
                                   bf16=INFERENCE_BF16)  # fmt: skip
     melody_version = melody_model_version()
     melody, melody_sequence = tcae.melody_vector_and_sequence(tcae.cached_tcae(tcae.DEFAULT_WEIGHTS), log_mel_spectrogram,
-                                                              n_valid_frames=n_valid_frames)  # fmt: skip
+                                                              n_valid_frames=n_valid_frames, bf16=INFERENCE_BF16)  # fmt: skip
     vectors = {
         "timbre": (version, timbre_vector),
         "melody": (melody_version, melody),

@@ -192,6 +192,16 @@ class TCAE(nn.Module):
         c = self.config
         return 1 + c.n_stacks * sum((c.kernel_size - 1) * d for d in c.dilations)
 
+    @property
+    def context_frames(self) -> int:
+        """Frames of log-mel that one latent frame depends on, the running mean of ``centre_s`` included.
+
+        A latent frame at least this many frames into a stretch of log-mel is the same whether
+        the stretch was encoded alone or as part of a longer one.
+        """
+        window = round(self.config.centre_s * FRAME_RATE_HZ) if self.config.centre_s > 0 else 1
+        return self.receptive_field + window - 1
+
     def normalise(self, log_mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) natural-log mel power -> the encoder's input, same shape, causally."""
         if self.config.centre_s <= 0:
@@ -290,7 +300,8 @@ def weights_version(path: Path) -> str:
 
 @torch.no_grad()
 def melody_vector_and_sequence(
-    tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int, hop_frames: int = SEQUENCE_HOP_FRAMES
+    tcae: TCAE, log_mel_spectrogram: np.ndarray, *, n_valid_frames: int, hop_frames: int = SEQUENCE_HOP_FRAMES,
+    bf16: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The melody vector and the melody sequence (in every key of KEY_SHIFTS) of one excerpt.
 
@@ -302,6 +313,10 @@ def melody_vector_and_sequence(
         Frames before the padding of a short song; the padding is never looked at.
     hop_frames : int
         Latent frames averaged into one sequence step (16: 256 ms).
+    bf16 : bool
+        bfloat16 autocast for the encoder: about 1.4x faster on CPUs with AVX-512 BF16; the
+        melody vector agrees with float32's to 1e-5 in cosine and the sequence to 0.02, less
+        than one step of its int8 storage (tests/test_analysis_reference.py).
 
     Returns
     -------
@@ -315,11 +330,25 @@ def melody_vector_and_sequence(
     if n_valid_frames < 1:
         raise NextvoxError("an excerpt needs at least one valid frame for a melody vector")
     x = torch.from_numpy(np.ascontiguousarray(log_mel_spectrogram[:, :n_valid_frames], dtype=np.float32))[None]
-    vector = sequence_autocorrelation(_sequence(tcae.encode(x)[0].float().numpy(), hop_frames=hop_frames))
-    start = loudest_window(log_mel_spectrogram[:, :n_valid_frames], frames=SEQUENCE_MAX_STEPS * hop_frames)
-    sung = x[..., start : start + SEQUENCE_MAX_STEPS * hop_frames].expand(len(KEY_SHIFTS), -1, -1)
-    latents = tcae.encode(_key_shifter()(sung, torch.tensor(KEY_SHIFTS)))  # (keys, latent_dim, frames): the causal encoder starts afresh
-    keys = [_sequence(latent.float().numpy(), hop_frames=hop_frames) for latent in latents]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return _vector_and_sequence(tcae, x, hop_frames=hop_frames)
+
+
+def _vector_and_sequence(tcae: TCAE, x: torch.Tensor, *, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`melody_vector_and_sequence` of x, (1, n_mels, n_valid_frames) valid log-mel frames."""
+    whole = tcae.encode(x)[0]  # (latent_dim, n_valid_frames)
+    vector = sequence_autocorrelation(_sequence(whole.float().numpy(), hop_frames=hop_frames))
+    start = loudest_window(x[0].numpy(), frames=SEQUENCE_MAX_STEPS * hop_frames)
+    sung = x[..., start : start + SEQUENCE_MAX_STEPS * hop_frames]  # (1, n_mels, frames)
+    # Each key's stretch is encoded afresh (the causal encoder starts at its first frame). As
+    # sung, only its first context_frames differ from the whole excerpt's latent: the rest is
+    # taken from there instead of being encoded a second time.
+    head = min(sung.shape[2], tcae.context_frames)
+    as_sung = torch.cat([tcae.encode(sung[..., :head])[0], whole[:, start + head : start + sung.shape[2]]], dim=1)
+    shifts = [shift for shift in KEY_SHIFTS if shift != 0]
+    shifted = tcae.encode(_key_shifter()(sung.expand(len(shifts), -1, -1), torch.tensor(shifts)))  # (keys - 1, latent_dim, frames)
+    latents = iter(shifted)
+    keys = [_sequence((as_sung if shift == 0 else next(latents)).float().numpy(), hop_frames=hop_frames) for shift in KEY_SHIFTS]
     return vector, np.concatenate(keys).astype(np.float16)
 
 
