@@ -261,3 +261,30 @@ def test_radio_playlists_travel(analysed: tuple[Path, Path, dict], tmp_path: Pat
     assert xspf.read_text().count("<location>http://nas/music/") == 3
     both = run("radio", str(library), "low/song0.wav", "--out", str(xspf), "--relative", "--path-prefix", "/x", "--data-dir", str(data))
     assert_one_line_error(both, 2)
+
+
+def test_an_option_group_reaches_its_command_as_one_value() -> None:
+    from dataclasses import dataclass
+
+    import click
+    from click.testing import CliRunner
+
+    from nextvox.cli.common import option_group
+
+    @dataclass(frozen=True)
+    class Pair:
+        left: int
+        right: str | None
+
+    pair_options = option_group("pair", Pair, [click.option("--left", type=int, default=1), click.option("--right")])
+    seen = []
+
+    @click.command()
+    @click.option("--other", default="x")
+    @pair_options
+    def command(other: str, pair: Pair) -> None:
+        seen.append((other, pair))
+
+    assert CliRunner().invoke(command, ["--right", "r", "--other", "o"]).exit_code == 0
+    assert seen == [("o", Pair(left=1, right="r"))]
+    assert "--left" in CliRunner().invoke(command, ["--help"]).output
