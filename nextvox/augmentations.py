@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextvox.constants import FRAME_RATE_HZ, N_MELS
-from nextvox.features import LOG_FLOOR, MEL_PARAMS
+from nextvox.features import LOG_FLOOR, MEL_PARAMS, mel_frequencies_hz
 
 __all__ = [
     "ROLES",
@@ -93,9 +93,7 @@ def _random_sign(n: int, generator: torch.Generator) -> torch.Tensor:
 @lru_cache(maxsize=1)
 def mel_band_hz() -> np.ndarray:
     """Centre frequency of each of the N_MELS bands, Hz, shape (N_MELS,) (librosa's Slaney mel scale)."""
-    import librosa
-
-    edges = librosa.mel_frequencies(n_mels=N_MELS + 2, fmin=MEL_PARAMS["fmin_hz"], fmax=MEL_PARAMS["fmax_hz"])
+    edges = mel_frequencies_hz(N_MELS + 2, fmin_hz=MEL_PARAMS["fmin_hz"], fmax_hz=MEL_PARAMS["fmax_hz"])
     return edges[1:-1]
 
 

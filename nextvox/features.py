@@ -2,9 +2,11 @@
 
 The log-mel is the input of every learned model: 48 mel bands, a 512-sample window and a
 256-sample hop, as in the seed, so a 120 s excerpt gives 48 x 7501 frames. It is computed
-with ``torch.stft`` and a mel matrix from librosa (about 20x faster than ``librosa``'s own
+with ``torch.stft`` and librosa's Slaney mel filters (about 20x faster than ``librosa``'s own
 path on one core) and cached on disk by content hash and parameters (see ``MelCache``), so
-that retraining never decodes a song twice.
+that retraining never decodes a song twice. The filters are built here, in numpy, to the
+same numbers as ``librosa.filters.mel``: importing librosa (and numba) cost every analysis
+worker about a second.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from nextvox.files import atomic_path
 __all__ = [
     "MEL_PARAMS",
     "LOG_FLOOR",
+    "hz_to_mel",
+    "mel_to_hz",
+    "mel_frequencies_hz",
     "mel_basis",
     "log_mel",
     "n_frames",
@@ -46,15 +51,56 @@ LOG_FLOOR = 1e-6  # power floor before the log: -60 dB under a full-scale sine's
 N_MFCC = 20
 
 
+# Slaney's mel scale (Auditory Toolbox, librosa's default): linear below 1 kHz, logarithmic above.
+MEL_LINEAR_HZ = 200.0 / 3  # Hz per mel below MEL_LOG_START_HZ
+MEL_LOG_START_HZ = 1000.0
+MEL_LOG_STEP = float(np.log(6.4) / 27.0)  # natural log of frequency per mel above MEL_LOG_START_HZ
+
+
+def hz_to_mel(frequencies_hz: np.ndarray | float) -> np.ndarray:
+    """Slaney mels of frequencies in Hz, same shape, float64.
+
+    >>> hz_to_mel(np.array([0.0, 1000.0])).round(9).tolist()
+    [0.0, 15.0]
+    """
+    hz = np.asarray(frequencies_hz, dtype=np.float64)
+    log_start_mel = MEL_LOG_START_HZ / MEL_LINEAR_HZ
+    above = np.maximum(hz, MEL_LOG_START_HZ) / MEL_LOG_START_HZ  # 1 below the log region: no log of 0
+    return np.where(hz >= MEL_LOG_START_HZ, log_start_mel + np.log(above) / MEL_LOG_STEP, hz / MEL_LINEAR_HZ)
+
+
+def mel_to_hz(mels: np.ndarray | float) -> np.ndarray:
+    """Frequencies in Hz of Slaney mels, same shape, float64 (the inverse of :func:`hz_to_mel`)."""
+    mels = np.asarray(mels, dtype=np.float64)
+    log_start_mel = MEL_LOG_START_HZ / MEL_LINEAR_HZ
+    return np.where(mels >= log_start_mel, MEL_LOG_START_HZ * np.exp(MEL_LOG_STEP * (mels - log_start_mel)), MEL_LINEAR_HZ * mels)
+
+
+def mel_frequencies_hz(n: int, *, fmin_hz: float, fmax_hz: float) -> np.ndarray:
+    """``n`` frequencies (Hz) evenly spaced on the mel scale from ``fmin_hz`` to ``fmax_hz``, shape (n,), float64.
+
+    >>> mel_frequencies_hz(3, fmin_hz=0.0, fmax_hz=2000.0).round(1).tolist()
+    [0.0, 836.1, 2000.0]
+    """
+    return mel_to_hz(np.linspace(hz_to_mel(fmin_hz), hz_to_mel(fmax_hz), n))
+
+
 @lru_cache(maxsize=1)
 def mel_basis() -> torch.Tensor:
-    """The mel filter bank of :func:`log_mel`, shape (N_MELS, N_FFT // 2 + 1), built once per process."""
-    import librosa
+    """The mel filter bank of :func:`log_mel`, shape (N_MELS, N_FFT // 2 + 1), float32, built once per process.
 
-    basis = librosa.filters.mel(
-        sr=SAMPLE_RATE_HZ, n_fft=N_FFT, n_mels=N_MELS, fmin=MEL_PARAMS["fmin_hz"], fmax=MEL_PARAMS["fmax_hz"]
-    )
-    return torch.from_numpy(basis)  # (n_mels, n_fft // 2 + 1)
+    Triangles between neighbouring band edges on the mel scale, each scaled to unit area in
+    Hz (Slaney's normalisation): ``librosa.filters.mel(sr=16000, n_fft=512, n_mels=48)``.
+    """
+    bin_hz = np.fft.rfftfreq(N_FFT, d=1.0 / SAMPLE_RATE_HZ)  # (n_fft // 2 + 1,)
+    edges_hz = mel_frequencies_hz(N_MELS + 2, fmin_hz=MEL_PARAMS["fmin_hz"], fmax_hz=MEL_PARAMS["fmax_hz"])  # (n_mels + 2,)
+    ramps = edges_hz[:, None] - bin_hz[None, :]  # (n_mels + 2, n_bins)
+    widths_hz = np.diff(edges_hz)  # (n_mels + 1,)
+    rising = -ramps[:-2] / widths_hz[:-1, None]  # (n_mels, n_bins)
+    falling = ramps[2:] / widths_hz[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # in float32, as librosa does: the same numbers
+    return torch.from_numpy(weights)  # (n_mels, n_fft // 2 + 1)
 
 
 @lru_cache(maxsize=1)

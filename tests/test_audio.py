@@ -83,3 +83,14 @@ def test_fingerprint_matches_one_recording_across_codecs_only(tmp_path: Path) ->
         prints[name] = recording_fingerprint(log_mel(excerpt.valid_samples))
     assert prints["a"] @ prints["a_mp3"] > 0.9
     assert prints["a"] @ prints["b"] < 0.8
+
+
+def test_mel_filters_are_librosas() -> None:
+    import librosa
+
+    from nextvox.constants import N_FFT, N_MELS
+    from nextvox.features import MEL_PARAMS, mel_basis, mel_frequencies_hz
+
+    assert np.array_equal(mel_basis().numpy(), librosa.filters.mel(sr=SAMPLE_RATE_HZ, n_fft=N_FFT, n_mels=N_MELS))
+    assert np.array_equal(mel_frequencies_hz(N_MELS + 2, fmin_hz=MEL_PARAMS["fmin_hz"], fmax_hz=MEL_PARAMS["fmax_hz"]),
+                          librosa.mel_frequencies(n_mels=N_MELS + 2, fmin=MEL_PARAMS["fmin_hz"], fmax=MEL_PARAMS["fmax_hz"]))
