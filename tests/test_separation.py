@@ -6,7 +6,7 @@ import pytest
 from nextvox.analysis import AnalysisSettings
 from nextvox.cli import main
 from nextvox.errors import MissingDependencyError, NextvoxError
-from nextvox.models.separator import SeparatorConfig, load_weights
+from nextvox.models.separator import SeparatorConfig, istft, load_weights, stft
 from nextvox.models.weights_file import load_tensors
 from nextvox.separation import SEPARATORS, SHIPPED_MASK_WEIGHTS, separate, separator_version, si_sdr
 from nextvox.training import SeparatorTrainConfig, load_stems, train_separator
@@ -133,3 +133,16 @@ def test_separator_names_its_version_in_the_analysis_version():
     assert "/sep-mask-" in versions["mask"] and len(set(versions.values())) == 3
     assert SHIPPED_MASK_WEIGHTS.stat().st_size < 4_000_000  # small enough to ship
     assert set(SEPARATORS) == {"none", "classical", "mask", "demucs"}
+
+
+@pytest.mark.parametrize("n_samples", [1000, 12345, 16000 * 30])
+def test_the_separators_istft_is_torchs_bit_for_bit(n_samples):
+    import torch
+
+    config = SeparatorConfig()
+    audio = 0.1 * torch.randn(2, n_samples, generator=torch.Generator().manual_seed(0))
+    spectrum = stft(audio, config) * torch.rand(2, config.n_bins, n_samples // config.hop_length + 1)  # a masked mix
+    window = torch.hann_window(config.n_fft)
+    expected = torch.istft(spectrum, config.n_fft, config.hop_length, window=window, center=True, length=n_samples)
+    assert torch.equal(istft(spectrum, config, length=n_samples), expected)
+    assert torch.allclose(istft(stft(audio, config), config, length=n_samples), audio, atol=1e-5)  # and it inverts stft
