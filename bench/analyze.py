@@ -1,12 +1,17 @@
 """Analysis throughput: songs per minute and x real time, per stage, peak memory, for 1 and 2 jobs.
 
-    .venv/bin/python bench/analyze.py [--songs 60] [--song-s 210] [--work DIR]
+    .venv/bin/python bench/analyze.py [--songs 60] [--song-s 210] [--work DIR] [--against COMMIT --rounds 3]
 
 Builds a library of full-length songs (3-4 minutes) from the project's own demo library:
 each bench song is several demo songs (real voices singing over accompaniment) played one
 after another, re-encoded in the demo's mix of formats. Then runs ``nextvox analyze`` on it
 from an empty data directory with 1 and with 2 worker processes, and prints the table that
 it writes to ``bench/results/analyze.md``.
+
+On a machine that others share, absolute rates say more about the others than about the
+code. ``--against COMMIT`` measures this tree against that commit's (exported with ``git
+archive``) side by side: 2 jobs, the two in turn for ``--rounds`` rounds on the same songs,
+and the ratio of their wall times round by round, which holds when the machine's load drifts.
 """
 
 from __future__ import annotations
@@ -65,12 +70,13 @@ def build_library(work: Path, *, n_songs: int, song_s: float) -> Path:
     return library
 
 
-def run_analyze(library: Path, data_dir: Path, jobs: int) -> dict:
+def run_analyze(library: Path, data_dir: Path, jobs: int, *, code: Path = ROOT) -> dict:
+    """``nextvox analyze`` from an empty ``data_dir`` with the nextvox of the tree at ``code``: its --json summary and wall time."""
     shutil.rmtree(data_dir, ignore_errors=True)
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "nextvox", "analyze", str(library), "--data-dir", str(data_dir), "--jobs", str(jobs), "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
     )
     wall_s = time.perf_counter() - started
     summary = json.loads(result.stdout)
@@ -78,34 +84,94 @@ def run_analyze(library: Path, data_dir: Path, jobs: int) -> dict:
     return summary
 
 
+def row(summary: dict, jobs: int) -> dict:
+    """One table row of an analyze run's summary: rates and per-song stage times (ms)."""
+    n = summary["analyzed_now"]
+    wall = summary["process_wall_s"]
+    return {
+        "jobs": jobs, "songs": n, "wall_s": wall, "songs_per_min": 60 * n / wall, "x_real_time": summary["audio_s"] / wall,
+        **{f"{k}_ms": 1000 * v / n for k, v in summary["seconds_per_stage"].items()},
+    }
+
+
+def short_commit(ref: str) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
+
+
+def export_tree(commit: str, work: Path) -> Path:
+    """The files of ``commit`` in ``work/code-COMMIT`` (git archive), made once."""
+    tree = work / f"code-{commit}"
+    if not (tree / "nextvox").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], capture_output=True, check=True, cwd=ROOT).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def compare(library: Path, work: Path, *, against: str, rounds: int, n_songs: int, song_s: float) -> str:
+    """This tree against commit ``against``, 2 jobs, in turn for ``rounds`` rounds: the markdown section."""
+    base = short_commit(against)
+    trees = {"this tree": ROOT, base: export_tree(base, work)}
+    loads = [os.getloadavg()[0]]
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            runs[name].append(row(run_analyze(library, work / "data-ab", 2, code=tree), 2))
+            loads.append(os.getloadavg()[0])
+    ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs["this tree"], runs[base])]
+    stages = ("decode", "separation", "features", "inference")
+    lines = [
+        f"## This tree against {base}, side by side",
+        "",
+        f"{datetime.date.today()}, commit {short_commit('HEAD')} (with any uncommitted changes) against {base}, "
+        f"{os.cpu_count()} cores shared with other work: 1-minute load average {min(loads):.1f} to {max(loads):.1f} "
+        f"during the runs. {n_songs} songs of {song_s:.0f} s, 2 jobs, `nextvox analyze` from an empty data directory, "
+        f"the two in turn for {rounds} rounds. Medians over the rounds; the speed-up is {base}'s wall time over "
+        "this tree's, round by round.",
+        "",
+        "| code | wall s | songs/min | " + " | ".join(f"{s} ms/song" for s in stages) + " |",
+        "|---|---:|---:|" + "---:|" * len(stages),
+    ]
+    for name, rows in runs.items():
+        median = {key: float(np.median([r[key] for r in rows])) for key in ("wall_s", "songs_per_min", *(f"{s}_ms" for s in stages))}
+        lines.append(f"| {name} | {median['wall_s']:.1f} | {median['songs_per_min']:.0f} | "
+                     + " | ".join(f"{median[f'{s}_ms']:.0f}" for s in stages) + " |")
+    lines += [
+        "",
+        f"Speed-up by round: {', '.join(f'{r:.2f}x' for r in ratios)}; median {np.median(ratios):.2f}x.",
+        "Stage times are per-song sums inside the workers, so they grow with the machine's load as the wall time does.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--songs", type=int, default=60)
     parser.add_argument("--song-s", type=float, default=210.0, help="length of each bench song, seconds")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench-analyze")
+    parser.add_argument("--against", metavar="COMMIT", help="measure this tree against that commit's, side by side (2 jobs)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side comparison")
     args = parser.parse_args()
 
     library = build_library(args.work, n_songs=args.songs, song_s=args.song_s)
-    rows = []
-    for jobs in (1, 2):
-        summary = run_analyze(library, args.work / f"data-{jobs}", jobs)
-        stages = summary["seconds_per_stage"]
-        n = summary["analyzed_now"]
-        wall = summary["process_wall_s"]
-        rows.append({
-            "jobs": jobs, "songs": n, "wall_s": wall, "songs_per_min": 60 * n / wall,
-            "x_real_time": summary["audio_s"] / wall,
-            **{f"{k}_ms": 1000 * v / n for k, v in stages.items()},
-        })
+    if args.against:
+        section = compare(library, args.work, against=args.against, rounds=args.rounds, n_songs=args.songs, song_s=args.song_s)
+        print(section)
+        results = ROOT / "bench" / "results" / "analyze.md"
+        kept = results.read_text().split("\n## This tree against", 1)[0].rstrip("\n") if results.exists() else "# Analysis throughput"
+        results.write_text(kept + "\n\n" + section)
+        return
+    rows = [row(run_analyze(library, args.work / f"data-{jobs}", jobs), jobs) for jobs in (1, 2)]
     peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = short_commit("HEAD")
     lines = [
         "# Analysis throughput",
         "",
         f"{datetime.date.today()}, commit {commit}, {os.cpu_count()} cores. {args.songs} songs of {args.song_s:.0f} s "
         "(demo songs joined end to end, mixed formats: mp3, m4a, ogg, opus, flac, wav at 44.1 kHz), "
-        "`nextvox analyze` from an empty data directory, wall time of the whole command (start-up and scan included).",
+        "`nextvox analyze` from an empty data directory, wall time of the whole command (start-up and scan included); "
+        f"1-minute load average {os.getloadavg()[0]:.1f} at the end.",
         "x real time = seconds of music analysed per wall second (whole songs; only the 120 s excerpt is decoded).",
         "",
         "| jobs | songs | wall s | songs/min | x real time | decode ms/song | separation ms/song | features ms/song | inference ms/song | write ms/song |",
