@@ -216,3 +216,20 @@ def test_a_server_sees_a_change_committed_beside_it(tmp_path: Path, monkeypatch:
     finally:
         service.close()
         beside.close()
+
+
+def test_a_query_by_words_is_found_in_the_catalogue_with_case_folding(tmp_path: Path) -> None:
+    from nextvox.recommend import track_by_words
+
+    songs = voice_songs(artists={"ann": ("folk", None), "bob": ("rock", None)}, songs_per_artist=2)
+    songs.append(replace(songs[0], path="ann/Straße.wav"))
+    catalogue = make_catalogue(tmp_path, songs)
+    try:
+        assert track_by_words(catalogue, "STRASSE").path == "ann/Straße.wav"  # casefold, not SQLite's ASCII-only lower()
+        assert track_by_words(catalogue, "bob song1").path == "bob/song1.wav"
+        with pytest.raises(NextvoxError, match="matches 3 tracks"):
+            track_by_words(catalogue, "ann")
+        with pytest.raises(NextvoxError, match="did you mean 'bob — song1'"):
+            track_by_words(catalogue, "bob sogn1")
+    finally:
+        catalogue.close()

@@ -38,7 +38,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -268,6 +268,20 @@ class Catalogue:
             " t.status, t.error, a.duration_s FROM tracks t LEFT JOIN analyses a USING (content_hash)"
             " WHERE t.path = ?", (path,)).fetchall()]
         return Track(*rows[0]) if rows else None
+
+    def tracks_holding(self, words: list[str], *, text_of: Callable[..., str]) -> list[Track]:
+        """The tracks whose text holds every one of ``words``, ordered by path.
+
+        ``text_of(path, artist, title, album, genre)`` makes a track's text (the caller's rule,
+        such as case-folding); it runs inside SQLite's scan, so that only the tracks found
+        become :class:`Track` objects (reading every track took 0.55 s of CPU at 10^5).
+        """
+        self._db.create_function("nextvox_holds", 5, lambda *fields: all(w in text_of(*fields) for w in words))
+        rows = self._db.execute(
+            "SELECT t.path, t.content_hash, t.size_bytes, t.mtime_ns, t.artist, t.title, t.album, t.genre,"
+            " t.status, t.error, a.duration_s FROM tracks t LEFT JOIN analyses a USING (content_hash)"
+            " WHERE nextvox_holds(t.path, t.artist, t.title, t.album, t.genre) ORDER BY t.path").fetchall()
+        return [Track(*row) for row in rows]
 
     def path_ending_with(self, tail: str) -> str | None:
         """The first track path (in path order) that ends with ``tail`` (compared with case), or None.

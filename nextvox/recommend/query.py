@@ -108,7 +108,16 @@ def track_label(track: Track) -> str:
 
 def search_text(track: Track) -> str:
     """What a search by words looks in: path, artist, title, album and genre, case-folded."""
-    return " ".join(x for x in (track.path, track.artist, track.title, track.album, track.genre) if x).casefold()
+    return text_of_fields(track.path, track.artist, track.title, track.album, track.genre)
+
+
+def text_of_fields(path: str, artist: str | None, title: str | None, album: str | None, genre: str | None) -> str:
+    """:func:`search_text` of a track given by its fields (as the catalogue's scan hands them over).
+
+    >>> text_of_fields("ann/Straße.mp3", "Ann", None, None, "Folk")
+    'ann/strasse.mp3 ann folk'
+    """
+    return " ".join(x for x in (path, artist, title, album, genre) if x).casefold()
 
 
 def track_by_words(catalogue: Catalogue, words: str, *, suggestions: int = 3) -> Track:
@@ -120,16 +129,16 @@ def track_by_words(catalogue: Catalogue, words: str, *, suggestions: int = 3) ->
     import difflib
 
     wanted = words.casefold().split()
-    tracks = catalogue.tracks()
-    texts = [search_text(t) for t in tracks]
-    found = [t for t, text in zip(tracks, texts) if wanted and all(w in text for w in wanted)]
+    found = catalogue.tracks_holding(wanted, text_of=text_of_fields) if wanted else []
     if len(found) == 1:
         return found[0]
     if found:
         names = "; ".join(f"{track_label(t)} ({t.path})" for t in found[:suggestions])
         more = f" and {len(found) - suggestions} more" if len(found) > suggestions else ""
         raise NextvoxError(f"query {words!r} matches {len(found)} tracks: {names}{more}; add words or give a path")
-    # Each word spelt as the nearest word of the library's tags and paths.
+    # Each word spelt as the nearest word of the library's tags and paths (every track read: only when none matched).
+    tracks = catalogue.tracks()
+    texts = [search_text(t) for t in tracks]
     vocabulary = sorted({w for text in texts for w in re.split(r"[\W_]+", text) if w})
     corrected = [(difflib.get_close_matches(w, vocabulary, n=1, cutoff=0.6) or [w])[0] for w in wanted]
     close = [t for t, text in zip(tracks, texts) if corrected != wanted and all(w in text for w in corrected)]
