@@ -16,7 +16,8 @@ from nextvox.models.tcae import (
     causal_running_mean, load_weights, local_alignment, loudest_window, melody_sequence, melody_vector, melody_vector_and_sequence,
     save_weights, sequence_autocorrelation, sequence_keys, sequence_similarity, weights_version,
 )  # fmt: skip
-from nextvox.training import CHECKPOINT, TCAETrainConfig, library_log_mels, train_tcae
+from nextvox.training import TCAETrainConfig, library_log_mels, train_tcae
+from resume_check import assert_resumes_exactly
 
 SMALL = TCAEConfig(channels=8, skip_channels=8, latent_dim=4, dilations=(1, 2, 4), projection_dim=8)
 
@@ -167,19 +168,7 @@ def spectrograms(fixture_library, tmp_path_factory):
 def test_training_resumes_exactly_after_an_interruption(spectrograms, tmp_path, contrastive_weight):
     excerpts, _ = spectrograms
     config = dict(TINY, contrastive_weight=contrastive_weight, steps=4)
-    straight = train_tcae(TCAETrainConfig(**config), excerpts, out_dir=tmp_path / "straight")
-
-    def stop_after_two(step, steps, loss, rate):
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_tcae(TCAETrainConfig(**config), excerpts, out_dir=tmp_path / "cut", progress=stop_after_two)
-    resumed = train_tcae(TCAETrainConfig(), excerpts, out_dir=tmp_path / "cut", resume=True)
-    assert resumed.losses == straight.losses and len(resumed.losses) == 4
-    a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
-    b = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
-    assert all(torch.equal(a["tcae"][k], b["tcae"][k]) for k in a["tcae"])
+    assert_resumes_exactly(train_tcae, TCAETrainConfig(**config), TCAETrainConfig(), excerpts, tmp_path, module="tcae")
     for name in ("tcae.pt", "train.json", "loss.png"):
         assert (tmp_path / "cut" / name).is_file()
     assert load_weights(tmp_path / "cut" / "tcae.pt").config == SMALL

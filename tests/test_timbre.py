@@ -19,7 +19,8 @@ from nextvox.losses import NTXentLoss
 from nextvox.models.timbre import (
     DEFAULT_WEIGHTS, TimbreConfig, TimbreEncoder, embed_excerpt, load_weights, save_weights, weights_version,
 )  # fmt: skip
-from nextvox.training import CHECKPOINT, TrainConfig, library_log_mels, train_timbre
+from nextvox.training import TrainConfig, library_log_mels, train_timbre
+from resume_check import assert_resumes_exactly
 
 
 def _tone_log_mel(f0_hz: float, *, seconds: float = 1.0) -> np.ndarray:
@@ -227,20 +228,8 @@ def test_library_log_mels_reads_every_song_once(fixture_library, fixture_spectro
 def test_training_resumes_exactly_after_an_interruption(fixture_spectrograms, tmp_path, roles):
     spectrograms, _ = fixture_spectrograms
     config = dict(TINY, pitch_shift=roles[0], time_stretch=roles[1], steps=4)
-    straight = train_timbre(TrainConfig(**config), spectrograms, out_dir=tmp_path / "straight")
-
-    def stop_after_two(step, steps, loss, rate):
-        if step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_timbre(TrainConfig(**config), spectrograms, out_dir=tmp_path / "cut", progress=stop_after_two)
-    resumed = train_timbre(TrainConfig(), spectrograms, out_dir=tmp_path / "cut", resume=True)
-    assert resumed.losses == straight.losses and len(resumed.losses) == 4
-    a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
-    b = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
-    assert all(torch.equal(a["encoder"][k], b["encoder"][k]) for k in a["encoder"])
-    assert a["step"] == 4 and set(a) >= {"model_config", "train_config", "optimizer", "rng"}
+    checkpoint = assert_resumes_exactly(train_timbre, TrainConfig(**config), TrainConfig(), spectrograms, tmp_path, module="encoder")
+    assert checkpoint["step"] == 4 and set(checkpoint) >= {"model_config", "train_config", "optimizer", "rng"}
     for name in ("timbre.pt", "train.json", "loss.png"):
         assert (tmp_path / "cut" / name).is_file()
     assert load_weights(tmp_path / "cut" / "timbre.pt").embedding_dim == 16
