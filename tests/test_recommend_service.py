@@ -233,3 +233,23 @@ def test_a_query_by_words_is_found_in_the_catalogue_with_case_folding(tmp_path: 
             track_by_words(catalogue, "bob sogn1")
     finally:
         catalogue.close()
+
+
+def test_a_server_lists_tracks_without_words_from_the_catalogue_as_its_search_would(tmp_path: Path) -> None:
+    from nextvox.api.service import LibraryService, TrackSearch
+
+    songs = voice_songs(artists=ARTISTS, songs_per_artist=3)
+    catalogue = make_catalogue(tmp_path, songs)
+    catalogue.record_failure(error="broken", content_hash=catalogue.track("bob/song1.wav").content_hash)
+    service = LibraryService(catalogue.library, catalogue.data_dir)
+    try:
+        search = TrackSearch(catalogue.tracks())
+        for status, offset, limit in ((None, 0, 100), (None, 4, 5), ("analyzed", 2, 3), ("failed", 0, 10), (None, 50, 10)):
+            total, page = service.find_tracks("", status=status, offset=offset, limit=limit)
+            expected_total, expected = search.find("", status=status, offset=offset, limit=limit)
+            assert (total, page) == (expected_total, expected)
+        assert service._search is None  # noqa: SLF001 - listing without words built no search over every track
+        assert service.find_tracks("ann song2")[0] == 1
+    finally:
+        service.close()
+        catalogue.close()

@@ -121,6 +121,17 @@ class LibraryService:
                     self._signature = signature
             return self._recommender
 
+    def find_tracks(self, words: str, *, status: str | None = None, offset: int = 0, limit: int = 100) -> tuple[int, list[Track]]:
+        """(how many tracks hold every word of ``words`` and have ``status``, the ``limit`` of them from ``offset``), in path order.
+
+        Without words the catalogue pages them itself (the page's first listing reads no other
+        track); words are found by :class:`TrackSearch`, built on the first search.
+        """
+        if not words.split():
+            with self.catalogue_lock:
+                return self.catalogue.track_page(status=status, offset=offset, limit=limit)
+        return self.track_search().find(words, status=status, offset=offset, limit=limit)
+
     def track_search(self) -> TrackSearch:
         """The search over the tracks of the current recommender (built on first use after a reload)."""
         recommender = self.recommender()

@@ -269,6 +269,19 @@ class Catalogue:
             " WHERE t.path = ?", (path,)).fetchall()]
         return Track(*rows[0]) if rows else None
 
+    def track_page(self, *, status: str | None = None, offset: int = 0, limit: int = 100) -> tuple[int, list[Track]]:
+        """(how many tracks there are, of ``status`` when given; the ``limit`` of them from ``offset``), in path order.
+
+        Counted and paged in SQLite: no other track is read.
+        """
+        where, params = (" WHERE t.status = ?", (status,)) if status is not None else ("", ())
+        total = self._db.execute(f"SELECT COUNT(*) FROM tracks t{where}", params).fetchone()[0]
+        rows = self._db.execute(
+            "SELECT t.path, t.content_hash, t.size_bytes, t.mtime_ns, t.artist, t.title, t.album, t.genre,"
+            f" t.status, t.error, a.duration_s FROM tracks t LEFT JOIN analyses a USING (content_hash){where}"
+            " ORDER BY t.path LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+        return total, [Track(*row) for row in rows]
+
     def tracks_holding(self, words: list[str], *, text_of: Callable[..., str]) -> list[Track]:
         """The tracks whose text holds every one of ``words``, ordered by path.
 

@@ -24,7 +24,7 @@ def list_tracks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TrackPage:
     """A page of the library's tracks holding every word of ``q``, in path order (``total`` counts them all)."""
-    total, page = service.track_search().find(q, status=status, offset=offset, limit=limit)
+    total, page = service.find_tracks(q, status=status, offset=offset, limit=limit)
     return TrackPage(total=total, tracks=[track_out(t, gender=recommender.gender_of(t.content_hash)) for t in page])
 
 
