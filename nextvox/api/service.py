@@ -133,11 +133,15 @@ class LibraryService:
         return self.track_search().find(words, status=status, offset=offset, limit=limit)
 
     def track_search(self) -> TrackSearch:
-        """The search over the tracks of the current recommender (built on first use after a reload)."""
-        recommender = self.recommender()
+        """The search over the catalogue's tracks as the current recommender sees it (built on first use after a reload).
+
+        Read from the catalogue, not through the recommender's ``tracks_by_path``: the search
+        keeps its own list, and a second copy of every track would stay in the recommender.
+        """
+        self.recommender()  # reloads, and drops the search, when the catalogue changed
         with self.catalogue_lock:
             if self._search is None:
-                self._search = TrackSearch(list(recommender.tracks_by_path.values()))
+                self._search = TrackSearch(self.catalogue.tracks())
             return self._search
 
     def close(self) -> None:
