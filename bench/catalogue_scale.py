@@ -2,7 +2,7 @@
 
 For each size N a library folder of N small files (one folder per singer, ten songs each)
 is scanned by the project's own ``scan_library`` and every file given an analysis through
-``Catalogue.record_analysis``, with vectors and sequences of the real shapes: timbre
+``Catalogue.record_analyses``, with vectors and sequences of the real shapes: timbre
 (128-d, clustered by singer: a singer's centre plus noise), melody vector (512-d), the
 recording fingerprint (8 x 240), a gender probability, and the melody sequence
 (len(KEY_SHIFTS) x 120 steps x 16 channels). The analysis version is today's, so the
@@ -20,9 +20,11 @@ Measured, medians of ``--repeats`` runs, each in a fresh process:
 - a melody-weighted top-10 (``--melody-weight 0.5``) in a warm ``Recommender``, median of
   20 queries (in-process: the time of the query alone, not of the start-up).
 
-Run: ``python bench/catalogue_scale.py --sizes 1000 10000 100000`` (a 10^6 library needs
-about 10^6 files on disk and tens of GB). Writes ``bench/results/catalogue_scale.md`` and
-splices its table into ``bench/results/service.md``.
+Run: ``python bench/catalogue_scale.py --sizes 1000 10000 100000``. A 10^6 library needs 10^6
+files and about 10 GB of catalogue: write it once (``--sizes 1000000 --build-only``), measure
+it later (``--sizes 1000000 --repeats 1 --reuse --keep --merge``: one run, its row merged
+with those measured before). Writes ``bench/results/catalogue_scale.json`` and splices its
+table into ``bench/results/service.md``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nextvox.analysis import AnalysisSettings  # noqa: E402
-from nextvox.catalogue import Catalogue, scan_library  # noqa: E402
+from nextvox.catalogue import Catalogue, StoredAnalysis, scan_library  # noqa: E402
 from nextvox.features import FINGERPRINT_BANDS, FINGERPRINT_BINS  # noqa: E402
 from nextvox.gender import GENDER_VECTOR  # noqa: E402
 from nextvox.index import refresh_indexes  # noqa: E402
@@ -55,7 +57,7 @@ from nextvox.models.tcae import AUTOCORRELATION_LAGS, KEY_SHIFTS, SEQUENCE_MAX_S
 
 SONGS_PER_SINGER = 10
 TIMBRE_DIM = 128
-WRITE_BATCH = 2000  # analyses per progress line
+WRITE_BATCH = 1000  # analyses a transaction
 TABLE_START = "<!-- catalogue_scale.py: start -->"
 TABLE_END = "<!-- catalogue_scale.py: end -->"
 
@@ -70,7 +72,11 @@ def synthetic_library(root: Path, n: int) -> None:
 
 
 def fill_catalogue(data_dir: Path, library: Path, n: int, *, seed: int = 0) -> float:
-    """Scan the library and give every track an analysis of the real shapes; returns the seconds it took."""
+    """Scan the library and give every track an analysis of the real shapes; returns the seconds it took.
+
+    Analyses are written ``WRITE_BATCH`` at a time through :meth:`Catalogue.record_analyses`
+    (one transaction a batch), their vectors drawn a batch at a time.
+    """
     rng = np.random.default_rng(seed)
     version = AnalysisSettings().version
     latent = TCAEConfig().latent_dim
@@ -80,21 +86,25 @@ def fill_catalogue(data_dir: Path, library: Path, n: int, *, seed: int = 0) -> f
         tracks = catalogue.tracks()
         n_singers = len(tracks) // SONGS_PER_SINGER + 1
         centres = rng.standard_normal((n_singers, TIMBRE_DIM)).astype(np.float32)
-        for i, track in enumerate(tracks):
-            singer = int(track.path[len("singer"):].split("/")[0])
-            timbre = centres[singer] + 0.5 * rng.standard_normal(TIMBRE_DIM).astype(np.float32)
-            melody = rng.standard_normal(latent * AUTOCORRELATION_LAGS).astype(np.float32)
-            fingerprint = rng.standard_normal(FINGERPRINT_BANDS * FINGERPRINT_BINS).astype(np.float32)
-            sequence = rng.standard_normal((len(KEY_SHIFTS) * SEQUENCE_MAX_STEPS, latent)).astype(np.float32)
-            catalogue.record_analysis(
-                track.content_hash, analysis_version=version, duration_s=210.0, excerpt_start_s=45.0, excerpt_s=120.0,
-                vectors={"timbre": ("timbre-synthetic", timbre), "melody": ("tcae-synthetic", melody),
-                         "fingerprint": ("fingerprint-synthetic", fingerprint),
-                         GENDER_VECTOR: ("gender-synthetic", np.array([rng.random()], dtype=np.float32))},
-                sequences={"melody": ("tcae-synthetic", sequence)},
-            )
-            if (i + 1) % WRITE_BATCH == 0:
-                print(f"  {i + 1}/{len(tracks)} analyses written, {time.perf_counter() - started:.0f} s", flush=True)
+        for first in range(0, len(tracks), WRITE_BATCH):
+            batch = tracks[first : first + WRITE_BATCH]
+            singers = [int(track.path[len("singer"):].split("/")[0]) for track in batch]
+            timbre = centres[singers] + 0.5 * rng.standard_normal((len(batch), TIMBRE_DIM), dtype=np.float32)
+            melody = rng.standard_normal((len(batch), latent * AUTOCORRELATION_LAGS), dtype=np.float32)
+            fingerprint = rng.standard_normal((len(batch), FINGERPRINT_BANDS * FINGERPRINT_BINS), dtype=np.float32)
+            sequence = rng.standard_normal((len(batch), len(KEY_SHIFTS) * SEQUENCE_MAX_STEPS, latent), dtype=np.float32)
+            gender = rng.random((len(batch), 1), dtype=np.float32)
+            catalogue.record_analyses(
+                StoredAnalysis(
+                    track.content_hash, analysis_version=version, duration_s=210.0, excerpt_start_s=45.0, excerpt_s=120.0,
+                    vectors={"timbre": ("timbre-synthetic", timbre[i]), "melody": ("tcae-synthetic", melody[i]),
+                             "fingerprint": ("fingerprint-synthetic", fingerprint[i]), GENDER_VECTOR: ("gender-synthetic", gender[i])},
+                    sequences={"melody": ("tcae-synthetic", sequence[i])},
+                )
+                for i, track in enumerate(batch)
+            )  # fmt: skip
+            if (first // WRITE_BATCH) % 10 == 9 or first + WRITE_BATCH >= len(tracks):
+                print(f"  {first + len(batch)}/{len(tracks)} analyses written, {time.perf_counter() - started:.0f} s", flush=True)
         refresh_indexes(catalogue)
     return time.perf_counter() - started
 
@@ -163,15 +173,33 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def measure(n: int, workdir: Path, *, repeats: int) -> dict:
+def build(n: int, workdir: Path, *, reuse: bool) -> tuple[Path, Path, float]:
+    """(library, data dir, seconds the catalogue took to write) of the synthetic library of ``n`` tracks.
+
+    With ``reuse``, one built before (its ``built.json`` written at the end) is taken as it is.
+    """
     root = workdir / f"n{n}"
     library, data_dir = root / "music", root / "data"
+    if reuse and (root / "built.json").exists():
+        print(f"{n} tracks: reusing {root}", flush=True)
+        return library, data_dir, json.loads((root / "built.json").read_text())["fill_s"]
     if root.exists():
         shutil.rmtree(root)
     library.mkdir(parents=True)
     print(f"{n} tracks: writing the library and the catalogue", flush=True)
     synthetic_library(library, n)
     fill_s = fill_catalogue(data_dir, library, n)
+    (root / "built.json").write_text(json.dumps({"fill_s": fill_s}))
+    return library, data_dir, fill_s
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def measure(n: int, workdir: Path, *, repeats: int, reuse: bool) -> dict:
+    library, data_dir, fill_s = build(n, workdir, reuse=reuse)
     query = "singer000000/song0.wav"
     cli = [sys.executable, "-m", "nextvox", "--data-dir", str(data_dir)]
     recommend = [run_timed([*cli, "recommend", str(library), query, "--json"]) for _ in range(repeats)]
@@ -182,7 +210,7 @@ def measure(n: int, workdir: Path, *, repeats: int) -> dict:
     assert summary["analyzed_now"] == 0 and summary["new"] == 0, summary
     catalogue_bytes = sum(p.stat().st_size for p in data_dir.glob("catalogue.sqlite*"))
     row = {
-        "tracks": n, "fill_s": fill_s,
+        "tracks": n, "runs": repeats, "commit": git_commit(), "fill_s": fill_s,
         "recommend_s": statistics.median(w for w, _, _ in recommend),
         "recommend_gb": statistics.median(r for _, r, _ in recommend),
         "serve_s": statistics.median(serve),
@@ -196,21 +224,21 @@ def measure(n: int, workdir: Path, *, repeats: int) -> dict:
     return row
 
 
-def table(rows: list[dict], *, repeats: int) -> str:
+def table(rows: list[dict]) -> str:
     lines = [
         f"`bench/catalogue_scale.py`, {date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores shared with "
-        f"other jobs (expect ±20–30 % run to run), Python {platform.python_version()}; medians of {repeats} runs, "
-        "each command in a fresh process. Synthetic analysed tracks written through the catalogue's own code "
+        f"other jobs (expect ±20–30 % run to run), Python {platform.python_version()}; the median of the runs a row "
+        "names, each command in a fresh process. Synthetic analysed tracks written through the catalogue's own code "
         "(the generator's docstring says how).",
         "",
-        "| tracks | stored-vector `recommend` (wall, peak RSS) | `serve` to first answer | unchanged re-`analyze` (wall, peak RSS) "
-        "| catalogue | index | melody-weighted top-10 (warm) | writing the catalogue |",
-        "|---:|---|---:|---|---:|---:|---:|---:|",
+        "| tracks | runs (commit) | stored-vector `recommend` (wall, peak RSS) | `serve` to first answer "
+        "| unchanged re-`analyze` (wall, peak RSS) | catalogue | index | melody-weighted top-10 (warm) | writing the catalogue |",
+        "|---:|---|---|---:|---|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["tracks"]):
         lines.append(
-            f"| {r['tracks']:,} | {r['recommend_s']:.2f} s, {r['recommend_gb']:.2f} GB | {r['serve_s']:.2f} s "
-            f"| {r['reanalyze_s']:.1f} s, {r['reanalyze_gb']:.2f} GB | {r['catalogue_kb_per_track']:.1f} KB a track "
+            f"| {r['tracks']:,} | {r.get('runs', '?')} ({r.get('commit', '?')}) | {r['recommend_s']:.2f} s, {r['recommend_gb']:.2f} GB "
+            f"| {r['serve_s']:.2f} s | {r['reanalyze_s']:.1f} s, {r['reanalyze_gb']:.2f} GB | {r['catalogue_kb_per_track']:.1f} KB a track "
             f"| {r['index_kb_per_track']:.1f} KB a track | {r['melody_query_ms']:.0f} ms | {r['fill_s']:.0f} s |"
         )
     return "\n".join(lines) + "\n"
@@ -234,15 +262,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nextvox-catalogue-scale"))
     parser.add_argument("--keep", action="store_true", help="keep the synthetic libraries and catalogues")
+    parser.add_argument("--reuse", action="store_true", help="measure a library kept by an earlier --keep run instead of writing it again")
+    parser.add_argument("--build-only", action="store_true", help="write the libraries and catalogues (kept), measure nothing")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of bench/results/catalogue_scale.json of the sizes not measured now (each row names its runs and commit)")
     args = parser.parse_args()
-    rows = []
+    if args.build_only:
+        for n in args.sizes:
+            build(n, args.workdir, reuse=args.reuse)
+        return
+    results = REPO / "bench" / "results"
+    previous = json.loads((results / "catalogue_scale.json").read_text()) if args.merge else []
+    rows = [r for r in previous if r["tracks"] not in args.sizes]
     for n in args.sizes:
-        rows.append(measure(n, args.workdir, repeats=args.repeats))
+        rows.append(measure(n, args.workdir, repeats=args.repeats, reuse=args.reuse))
         if not args.keep:
             shutil.rmtree(args.workdir / f"n{n}")
-    text = table(rows, repeats=args.repeats)
-    results = REPO / "bench" / "results"
-    (results / "catalogue_scale.json").write_text(json.dumps(rows, indent=1) + "\n")
+    text = table(rows)
+    (results / "catalogue_scale.json").write_text(json.dumps(sorted(rows, key=lambda r: r["tracks"]), indent=1) + "\n")
     splice(results / "service.md", text)
     print(text)
 

@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nextvox.catalogue import decode_vector  # noqa: E402
 from nextvox.synth import render_library  # noqa: E402
 
 # Seconds a process started by a killed run may take to notice and end.
@@ -115,8 +116,8 @@ def snapshot(data: Path) -> tuple[list[tuple], dict[tuple[str, str], np.ndarray]
     """The catalogue's tracks (path, status, hash, reason) and every vector by (hash, name)."""
     with sqlite3.connect(data / "catalogue.sqlite") as db:
         tracks = db.execute("SELECT path, status, content_hash, error FROM tracks ORDER BY path").fetchall()
-        vectors = {(h, name): np.frombuffer(blob, dtype=np.float32)
-                   for h, name, blob in db.execute("SELECT content_hash, name, vector FROM vectors")}
+        vectors = {(h, name): decode_vector(blob, encoding=encoding)
+                   for h, name, blob, encoding in db.execute("SELECT content_hash, name, vector, encoding FROM vectors")}
     return tracks, vectors
 
 

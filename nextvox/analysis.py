@@ -443,11 +443,7 @@ def analyze_library(
             if catalogue.analysis_settings() != settings.to_stored():
                 catalogue.store_analysis_settings(settings.to_stored())
             report = AnalyzeReport(scan=scan_library(catalogue, analysis_version=version, progress=on_scan), settings=settings)
-            todo: dict[str, str] = {}  # content hash -> one path holding it
-            for track in catalogue.tracks():
-                stale = track.status == "analyzed" and catalogue.analysis_version(track.content_hash) != version
-                if track.status == "pending" or stale or (retry_failed and track.status == "failed" and track.content_hash):
-                    todo.setdefault(track.content_hash, track.path)
+            todo = catalogue.contents_to_analyse(version, retry_failed=retry_failed)  # content hash -> one path holding it
             report.engine = engine
             if engine == "ray":
                 _run_ray(catalogue, todo, actors=ray_actors, address=ray_address, settings=settings, report=report, on_track=on_track)

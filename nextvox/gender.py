@@ -317,9 +317,16 @@ class GenderPredictions:
     note: str | None
 
 
-def _readable(head: GenderHead, versions: list[str], dim: int) -> np.ndarray:
-    """Which stored timbre vectors (their model versions, their length) the head may read. Shape (N,), bool."""
-    return np.array([v == head.timbre_model_version and dim == head.dim for v in versions], dtype=bool)
+def _readable_timbre(catalogue: Catalogue, head: GenderHead) -> tuple[list[str], list[str], np.ndarray, dict[str, str]]:
+    """(content hashes with a timbre vector, its model versions, which of them the head may read (N,) bool,
+    content hash -> model version of the stored gender prediction).
+
+    Versions only, and one vector for the length: an unchanged library reads no timbre vector.
+    """
+    hashes, versions = catalogue.vector_versions("timbre")
+    dim = len(next(iter(catalogue.vectors_for("timbre", hashes[:1]).values()))) if hashes else 0
+    readable = np.array([v == head.timbre_model_version and dim == head.dim for v in versions], dtype=bool)
+    return hashes, versions, readable, dict(zip(*catalogue.vector_versions(GENDER_VECTOR)))
 
 
 def _mismatch_note(head: GenderHead, versions: list[str], readable: np.ndarray) -> str | None:
@@ -334,9 +341,7 @@ def gender_status(catalogue: Catalogue, head: GenderHead | None) -> GenderPredic
     """What :func:`predict_library_genders` would leave, read only (for ``status``)."""
     if head is None:
         return GenderPredictions(None, 0, 0, _NO_HEAD)
-    hashes, vectors, versions = catalogue.vectors("timbre")
-    readable = _readable(head, versions, vectors.shape[1])
-    stored = dict(zip(*catalogue.vectors(GENDER_VECTOR)[::2]))
+    hashes, versions, readable, stored = _readable_timbre(catalogue, head)
     predicted = sum(stored.get(h) == head.version for h in hashes)
     return GenderPredictions(head.version, int(predicted), int((~readable).sum()), _mismatch_note(head, versions, readable))
 
@@ -356,13 +361,12 @@ def predict_library_genders(catalogue: Catalogue, head: GenderHead | None) -> Ge
     """
     if head is None:
         return GenderPredictions(None, 0, 0, _NO_HEAD)
-    hashes, vectors, versions = catalogue.vectors("timbre")
-    stored = dict(zip(*catalogue.vectors(GENDER_VECTOR)[::2]))  # content hash -> model version
-    readable = _readable(head, versions, vectors.shape[1])
-    todo = [i for i in np.flatnonzero(readable) if stored.get(hashes[i]) != head.version]
+    hashes, versions, readable, stored = _readable_timbre(catalogue, head)
+    todo = [hashes[i] for i in np.flatnonzero(readable) if stored.get(hashes[i]) != head.version]
     if todo:
-        p_female = head.p_female(vectors[todo])
-        catalogue.store_vectors(GENDER_VECTOR, {hashes[i]: (head.version, np.array([p], dtype=np.float32)) for i, p in zip(todo, p_female)})
+        vectors = catalogue.vectors_for("timbre", todo)
+        p_female = head.p_female(np.stack([vectors[h] for h in todo]))
+        catalogue.store_vectors(GENDER_VECTOR, {h: (head.version, np.array([p], dtype=np.float32)) for h, p in zip(todo, p_female)})
     stale = [hashes[i] for i in np.flatnonzero(~readable) if hashes[i] in stored]
     if stale:
         catalogue.delete_vectors(GENDER_VECTOR, stale)

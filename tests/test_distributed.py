@@ -23,7 +23,7 @@ import pytest
 
 from factories import analysed_count, make_library, write_audio
 
-from nextvox.catalogue import decode_sequence
+from nextvox.catalogue import decode_sequence, decode_vector
 from nextvox.distributed import local_cluster, map_on_ray
 
 NEXTVOX = [sys.executable, "-m", "nextvox"]
@@ -38,8 +38,8 @@ def _catalogue(data: Path) -> dict:
         tracks = {p: (h, s, e) for p, h, s, e in db.execute("SELECT path, content_hash, status, error FROM tracks")}
         analyses = {h: (v, d, s, x) for h, v, d, s, x in db.execute(
             "SELECT content_hash, analysis_version, duration_s, excerpt_start_s, excerpt_s FROM analyses")}
-        vectors = {(h, n): (v, np.frombuffer(b, dtype=np.float32)) for h, n, v, b in db.execute(
-            "SELECT content_hash, name, model_version, vector FROM vectors")}
+        vectors = {(h, n): (v, decode_vector(b, encoding=e)) for h, n, v, b, e in db.execute(
+            "SELECT content_hash, name, model_version, vector, encoding FROM vectors")}
         sequences = {(h, n): (v, decode_sequence(b, encoding=e, n_channels=c).ravel()) for h, n, v, b, e, c in db.execute(
             "SELECT content_hash, name, model_version, sequence, encoding, n_channels FROM sequences")}
     return {"tracks": tracks, "analyses": analyses, "vectors": vectors, "sequences": sequences}

@@ -14,7 +14,7 @@ from pathlib import Path
 from nextvox.audio import AUDIO_EXTENSIONS
 from nextvox.catalogue.store import Catalogue
 
-__all__ = ["ScanReport", "content_hash", "catalogue_path", "track_file", "read_tags", "scan_library"]
+__all__ = ["ScanReport", "content_hash", "catalogue_path", "track_file", "read_tags", "audio_files", "scan_library"]
 
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -102,16 +102,44 @@ def read_tags(path: Path) -> dict[str, str | None]:
 IGNORE_MARKER = ".nomedia"  # the media scanners' convention: a folder holding this file is skipped
 
 
-def _walk_audio_files(root: Path) -> Iterator[Path]:
-    """Files named like audio under ``root`` (by extension), skipping hidden files and folders
-    and sub-folders that hold an ``IGNORE_MARKER`` file."""
-    for folder, subfolders, files in os.walk(root, onerror=None, followlinks=False):
-        subfolders[:] = sorted(
-            d for d in subfolders if not d.startswith(".") and not (Path(folder) / d / IGNORE_MARKER).exists()
-        )
-        for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS:
-                yield Path(folder) / name
+def audio_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(path relative to ``root`` with ``/`` separators, its stat) of each regular file named like
+    audio (by extension) under ``root``, skipping hidden files and folders and sub-folders that
+    hold an ``IGNORE_MARKER`` file. Depth first in name order, a folder's files before its
+    sub-folders (as ``os.walk`` lists them).
+
+    ``os.scandir`` rather than ``os.walk`` and ``Path``: one listing a folder and one stat a file,
+    no path objects, so that an unchanged library of 10^5 files is listed in about a second.
+    Links to folders are not followed (a loop would never end); links to files are.
+    """
+    folders = [("", str(root))]
+    while folders:
+        prefix, folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            continue  # unreadable or vanished: what it holds is not in the library
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                continue
+            if is_folder:
+                if not entry.is_symlink() and not os.path.exists(os.path.join(entry.path, IGNORE_MARKER)):
+                    subfolders.append((f"{prefix}{entry.name}/", entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in AUDIO_EXTENSIONS:
+                try:
+                    info = entry.stat()
+                except OSError:
+                    continue  # vanished between listing and stat (or a broken link): it is not in the library
+                # A FIFO, socket or device named like audio is no song, and reading one can block forever.
+                if stat.S_ISREG(info.st_mode):
+                    yield f"{prefix}{entry.name}", info
+        folders.extend(reversed(subfolders))  # depth first, in name order
 
 
 def scan_library(
@@ -122,25 +150,18 @@ def scan_library(
 ) -> ScanReport:
     """Bring the catalogue in line with the files under the library folder.
 
-    New and changed files are hashed and tagged; a file whose content is already known
-    (moved, renamed, copied) takes over the existing analysis; removed files leave, and an
-    analysis no track refers to any more is dropped. One transaction: a crash mid-scan
-    leaves the previous catalogue intact.
+    Files are compared by size and modification time with what the catalogue holds (one
+    query); only new and changed files are hashed and tagged. A file whose content is
+    already known (moved, renamed, copied) takes over the existing analysis; removed files
+    leave, and an analysis no track refers to any more is dropped. One transaction: a crash
+    mid-scan leaves the previous catalogue intact.
     """
     root = catalogue.library
-    known = {t.path: t for t in catalogue.tracks()}
-    on_disk: dict[str, os.stat_result] = {}
-    for file in _walk_audio_files(root):
-        try:
-            info = file.stat()
-        except OSError:
-            continue  # vanished between listing and stat (or a broken link): it is not in the library
-        # A FIFO, socket or device named like audio is no song, and reading one can block forever.
-        if stat.S_ISREG(info.st_mode):
-            on_disk[catalogue_path(file.relative_to(root).as_posix())] = info
-    to_hash = [p for p, st in on_disk.items() if p not in known or (known[p].size_bytes, known[p].mtime_ns) != (st.st_size, st.st_mtime_ns)]
+    known = catalogue.file_states()  # path -> (size, mtime, content hash)
+    on_disk = {catalogue_path(rel): info for rel, info in audio_files(root)}
+    to_hash = [p for p, st in on_disk.items() if known.get(p, (None, None))[:2] != (st.st_size, st.st_mtime_ns)]
     removed = [p for p in known if p not in on_disk]
-    removed_hashes = {known[p].content_hash for p in removed}
+    removed_hashes = {known[p][2] for p in removed}
 
     rows = []
     new = changed = moved = 0
@@ -166,12 +187,8 @@ def scan_library(
         if progress:
             progress(i + 1, len(to_hash))
 
-    with catalogue.transaction() as db:
-        db.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])
-        db.executemany("INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        db.execute("DELETE FROM vectors WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
-        db.execute("DELETE FROM sequences WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
-        db.execute("DELETE FROM analyses WHERE content_hash NOT IN (SELECT content_hash FROM tracks)")
+    replaced_hashes = removed_hashes | {known[p][2] for p in to_hash if p in known}
+    catalogue.update_tracks(removed=removed, rows=rows, maybe_orphaned=replaced_hashes)
     return ScanReport(
         total=len(on_disk), new=new, changed=changed, moved=moved, removed=len(removed) - moved,
         unchanged=len(on_disk) - len(to_hash),

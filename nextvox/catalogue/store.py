@@ -11,12 +11,14 @@ Tables
     version that produced its vectors. Keyed by content, so a moved or copied file is never
     analysed twice.
 ``vectors``
-    The vectors of an analysis (``timbre``, ``melody`` ...), float32 blobs, each with the
-    model version that produced it.
+    The vectors of an analysis (``timbre``, ``melody`` ...), each with the model version that
+    produced it and its ``encoding`` (``float32``, or ``int8-unit`` for the vectors compared by
+    their direction alone: :data:`VECTOR_ENCODING`).
 ``sequences``
     Sequences of an analysis (``melody``: (steps, channels)), for order-aware matching; each
-    with its model version and its ``encoding`` (``float16``, or ``int8-rows``: each step
-    scaled to its largest magnitude, for sequences compared by the direction of their steps).
+    with its model version and its ``encoding`` (``int4-rows`` since schema 3: each step scaled
+    to its largest magnitude, for sequences compared by the direction of their steps).
+    The encodings are :mod:`nextvox.catalogue.encodings`'s.
 ``meta``
     ``schema_version``, ``library``, ``analysis_settings`` (JSON: what the library was
     analysed with, so that every command treats its query files the same way), the
@@ -24,8 +26,10 @@ Tables
     counter that moves whenever a vector of that name is added, replaced or removed, so that
     the vector index (:mod:`nextvox.index`) knows it is current without reading the vectors.
 
-Schema 1 catalogues (no ``encoding``, no counters) are migrated in place when opened: a
-column and the triggers are added, nothing is analysed again.
+Older catalogues are migrated in place when opened writable, and nothing is analysed again:
+schema 1 (no ``encoding`` columns, no counters) gains its columns and triggers; schema 1 and 2
+blobs (float32 vectors, float16 or int8 sequences) are re-encoded as schema 3 stores them. A
+catalogue opened read-only is read as it is, each blob by its own encoding.
 
 The database runs in WAL mode (readers such as the HTTP server never block the analysis)
 and every change is one transaction, so a killed process leaves the last committed state.
@@ -39,19 +43,23 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
 from nextvox.catalogue.datadir import CATALOGUE_FILE, command_hint
-from nextvox.catalogue.sequences import decode_sequence, encode_rows_int8
+from nextvox.catalogue.encodings import decode_sequence, decode_vector, encode_rows_int4, encode_vector
 from nextvox.errors import CatalogueError, NextvoxError
 
-__all__ = ["SCHEMA_VERSION", "Track", "Catalogue"]
+__all__ = ["SCHEMA_VERSION", "VECTOR_ENCODING", "SEQUENCE_ENCODING", "Track", "StoredAnalysis", "Catalogue"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Vectors compared by their direction alone (cosine) are kept as int8 directions: a quarter of
+# float32, and what it costs is measured in bench/results/catalogue_size.md. Others are float32.
+VECTOR_ENCODING = {"melody": "int8-unit", "fingerprint": "int8-unit"}
+SEQUENCE_ENCODING = "int4-rows"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,6 +86,7 @@ CREATE TABLE IF NOT EXISTS vectors (
     name TEXT NOT NULL,
     model_version TEXT NOT NULL,
     vector BLOB NOT NULL,
+    encoding TEXT NOT NULL DEFAULT 'float32',
     PRIMARY KEY (content_hash, name)
 );
 CREATE TABLE IF NOT EXISTS sequences (
@@ -118,6 +127,24 @@ class Track:
     duration_s: float | None = None
 
 
+@dataclass(frozen=True)
+class StoredAnalysis:
+    """One content's analysis as the catalogue keeps it (:meth:`Catalogue.record_analyses`).
+
+    ``vectors`` maps a name to (model version, vector of shape (D,)); ``sequences`` a name to
+    (model version, sequence of shape (steps, channels)). Seconds are of the whole file
+    (``duration_s``) and of the analysed excerpt (where it starts, how long it is).
+    """
+
+    content_hash: str
+    analysis_version: str
+    duration_s: float
+    excerpt_start_s: float
+    excerpt_s: float
+    vectors: dict[str, tuple[str, np.ndarray]]
+    sequences: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+
+
 def _disk_error(error: sqlite3.Error) -> CatalogueError:
     text = str(error)
     if "full" in text or "disk I/O" in text:
@@ -148,7 +175,7 @@ class Catalogue:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             with self.transaction():
-                self._migrate_schema_1()
+                self._migrate_columns()
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
@@ -160,11 +187,38 @@ class Catalogue:
         except sqlite3.DatabaseError as error:
             raise CatalogueError(f"cannot open the catalogue {self.path}: {error}") from None
 
-    def _migrate_schema_1(self) -> None:
-        """Schema 1 -> 2 in place: the sequences' ``encoding`` column (their blobs were float16)."""
-        columns = [row[1] for row in self._db.execute("PRAGMA table_info(sequences)")]
-        if columns and "encoding" not in columns:
-            self._db.execute("ALTER TABLE sequences ADD COLUMN encoding TEXT NOT NULL DEFAULT 'float16'")
+    def _migrate_columns(self) -> None:
+        """The ``encoding`` columns an older catalogue lacks: its sequences' (schema 1: float16) and its vectors' (schema 1, 2: float32)."""
+        for table, default in (("sequences", "float16"), ("vectors", "float32")):
+            columns = [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+            if columns and "encoding" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN encoding TEXT NOT NULL DEFAULT '{default}'")
+
+    def _reencode_blobs(self) -> None:
+        """Schema 1, 2 -> 3 in place: every vector of VECTOR_ENCODING's names and every sequence re-encoded as schema 3 keeps it.
+
+        A batch of rows at a time (by rowid), so that memory stays flat at any size; the
+        vectors' generation counters move (their indexes are rebuilt once, from the same values).
+        """
+        for table, wanted in (("vectors", "name IN ({}) AND encoding != 'int8-unit'".format(",".join("?" * len(VECTOR_ENCODING)))),
+                              ("sequences", f"encoding != '{SEQUENCE_ENCODING}'")):  # fmt: skip
+            params = list(VECTOR_ENCODING) if table == "vectors" else []
+            last = -1
+            while True:
+                columns = "rowid, name, vector, encoding" if table == "vectors" else "rowid, sequence, encoding, n_channels"
+                rows = self._db.execute(f"SELECT {columns} FROM {table} WHERE rowid > ? AND {wanted} ORDER BY rowid LIMIT ?",
+                                        [last, *params, _MIGRATION_BATCH]).fetchall()  # fmt: skip
+                if not rows:
+                    break
+                if table == "vectors":
+                    updates = [(encode_vector(decode_vector(blob, encoding=encoding), encoding=VECTOR_ENCODING[name]),
+                                VECTOR_ENCODING[name], rowid) for rowid, name, blob, encoding in rows]  # fmt: skip
+                    self._db.executemany("UPDATE vectors SET vector = ?, encoding = ? WHERE rowid = ?", updates)
+                else:
+                    updates = [(encode_rows_int4(decode_sequence(blob, encoding=encoding, n_channels=channels)), SEQUENCE_ENCODING, rowid)
+                               for rowid, blob, encoding, channels in rows]  # fmt: skip
+                    self._db.executemany("UPDATE sequences SET sequence = ?, encoding = ? WHERE rowid = ?", updates)
+                last = rows[-1][0]
 
     def _open_read_only(self) -> None:
         """Open a catalogue whose folder cannot be written (a read-only mount, a copy on a DVD), to read it.
@@ -183,10 +237,10 @@ class Catalogue:
         """Check the meta rows; when ``writable``, fill them in (a new catalogue) or migrate them (schema 1).
 
         A catalogue opened read-only is read as it is: a schema 1 one has no ``catalogue_id``
-        (its vector index is then never trusted) and its sequences are float16.
+        (its vector index is then never trusted), its sequences are float16 and its vectors float32.
         """
-        columns = [row[1] for row in self._db.execute("PRAGMA table_info(sequences)")]
-        self._encoding_column = "encoding" if "encoding" in columns or not columns else "'float16'"
+        self._encoding_column = self._column_or("sequences", "encoding", "'float16'")
+        self._vector_encoding_column = self._column_or("vectors", "encoding", "'float32'")
         rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         if not rows:
             self._db.executemany(
@@ -203,11 +257,18 @@ class Catalogue:
                 f"pass another --data-dir for {self.library}"
             )
         if writable and (int(rows["schema_version"]) < SCHEMA_VERSION or "catalogue_id" not in rows):
+            if int(rows["schema_version"]) < 3:
+                self._reencode_blobs()
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [("schema_version", str(SCHEMA_VERSION)), ("catalogue_id", rows.get("catalogue_id") or uuid.uuid4().hex)],
             )
         self.catalogue_id = self._meta("catalogue_id")
+
+    def _column_or(self, table: str, column: str, default: str) -> str:
+        """``column`` when ``table`` has it (or does not exist yet), else the SQL literal ``default`` (an older schema read as it is)."""
+        columns = [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+        return column if column in columns or not columns else default
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -320,6 +381,26 @@ class Catalogue:
                 found.setdefault(row[1], []).append(Track(*row))
         return found
 
+    def file_states(self) -> dict[str, tuple[int, int, str]]:
+        """Every track's file as last seen: path -> (size in bytes, mtime in ns, content hash); one query, no Track objects."""
+        return {path: (size, mtime, digest) for path, size, mtime, digest
+                in self._db.execute("SELECT path, size_bytes, mtime_ns, content_hash FROM tracks")}  # fmt: skip
+
+    def contents_to_analyse(self, analysis_version: str, *, retry_failed: bool = False) -> dict[str, str]:
+        """The contents an analysis at ``analysis_version`` has to do: content hash -> the first path (in path order) holding it.
+
+        Pending tracks, tracks analysed at another version, and with ``retry_failed`` failed
+        tracks that could be read; one query.
+        """
+        rows = self._db.execute(
+            "SELECT t.content_hash, t.path FROM tracks t LEFT JOIN analyses a USING (content_hash)"
+            " WHERE t.status = 'pending' OR (t.status = 'analyzed' AND a.analysis_version IS NOT ?)"
+            " OR (? AND t.status = 'failed' AND t.content_hash != '') ORDER BY t.path", (analysis_version, retry_failed))
+        todo: dict[str, str] = {}
+        for digest, path in rows:
+            todo.setdefault(digest, path)
+        return todo
+
     def vectors_generation(self, name: str) -> int:
         """How many times a vector of ``name`` was added, replaced or removed (0 before the first)."""
         value = self._meta(f"generation:{name}")
@@ -368,12 +449,13 @@ class Catalogue:
         model_versions : list of str, length N
         """
         rows = self._db.execute(
-            "SELECT content_hash, vector, model_version FROM vectors WHERE name = ? ORDER BY content_hash", (name,)
+            f"SELECT content_hash, vector, model_version, {self._vector_encoding_column} FROM vectors WHERE name = ? ORDER BY content_hash",
+            (name,),
         ).fetchall()
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32), []
-        matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob, _ in rows])
-        return [h for h, _, _ in rows], matrix, [v for _, _, v in rows]
+        matrix = np.stack([decode_vector(blob, encoding=encoding) for _, blob, _, encoding in rows])
+        return [row[0] for row in rows], matrix, [row[2] for row in rows]
 
     def vector_versions(self, name: str) -> tuple[list[str], list[str]]:
         """The content hashes holding a vector of ``name`` and its model versions, ordered by hash (no vectors read)."""
@@ -386,19 +468,20 @@ class Catalogue:
         hashes = list(dict.fromkeys(content_hashes))
         for start in range(0, len(hashes), _SQL_BATCH):
             batch = hashes[start : start + _SQL_BATCH]
-            rows = self._db.execute(f"SELECT content_hash, vector FROM vectors WHERE name = ? AND content_hash IN ({','.join('?' * len(batch))})",
-                                    [name, *batch]).fetchall()  # fmt: skip
-            found.update((h, np.frombuffer(blob, dtype=np.float32)) for h, blob in rows)
+            rows = self._db.execute(f"SELECT content_hash, vector, {self._vector_encoding_column} FROM vectors"
+                                    f" WHERE name = ? AND content_hash IN ({','.join('?' * len(batch))})", [name, *batch]).fetchall()  # fmt: skip
+            found.update((h, decode_vector(blob, encoding=encoding)) for h, blob, encoding in rows)
         return found
 
     def vectors_of(self, content_hash: str) -> dict[str, np.ndarray]:
-        rows = self._db.execute("SELECT name, vector FROM vectors WHERE content_hash = ?", (content_hash,)).fetchall()
-        return {name: np.frombuffer(blob, dtype=np.float32).copy() for name, blob in rows}
+        rows = self._db.execute(f"SELECT name, vector, {self._vector_encoding_column} FROM vectors WHERE content_hash = ?",
+                                (content_hash,)).fetchall()  # fmt: skip
+        return {name: decode_vector(blob, encoding=encoding).copy() for name, blob, encoding in rows}
 
     def sequences(self, name: str, content_hashes: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
         """Stored sequences of one name: content hash -> (model version, (steps, channels) array); absent ones are left out.
 
-        The array is float16 or int8 as stored (see ``encoding`` in the module's notes).
+        The array is float16 or int8 as stored (:func:`~nextvox.catalogue.encodings.decode_sequence`).
         """
         found = {}
         hashes = list(dict.fromkeys(content_hashes))
@@ -413,44 +496,60 @@ class Catalogue:
 
     # ---- writing -------------------------------------------------------------------------
 
+    def update_tracks(self, *, removed: Iterable[str], rows: Iterable[tuple], maybe_orphaned: Iterable[str]) -> None:
+        """What a scan found, in one transaction: ``removed`` paths leave, ``rows`` (every column of
+        ``tracks``, in order) are added or replace their path's row, and the analyses, vectors and
+        sequences of ``maybe_orphaned`` contents go where no track holds them any more.
+
+        Only the contents that lost a track are looked at, so an unchanged scan touches no
+        analysis (a sweep of every vector row took seconds at 10^5 tracks).
+        """
+        orphans = [(h, h) for h in set(maybe_orphaned)]
+        with self.transaction() as db:
+            db.executemany("DELETE FROM tracks WHERE path = ?", [(p,) for p in removed])
+            db.executemany("INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            for table in ("vectors", "sequences", "analyses"):
+                db.executemany(f"DELETE FROM {table} WHERE content_hash = ? AND NOT EXISTS "
+                               "(SELECT 1 FROM tracks WHERE content_hash = ?)", orphans)  # fmt: skip
+
     def store_analysis_settings(self, settings: dict) -> None:
         """Remember what the library is analysed with (a JSON-ready dict), replacing what was stored."""
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('analysis_settings', ?)", (json.dumps(settings, sort_keys=True),))
 
-    def record_analysis(
-        self,
-        content_hash: str,
-        *,
-        analysis_version: str,
-        duration_s: float,
-        excerpt_start_s: float,
-        excerpt_s: float,
-        vectors: dict[str, tuple[str, np.ndarray]],
-        sequences: dict[str, tuple[str, np.ndarray]] | None = None,
-    ) -> None:
-        """Store an analysis and mark every track with this content analysed, atomically.
+    def record_analysis(self, content_hash: str, **analysis: object) -> None:
+        """Store one analysis and mark every track with this content analysed, atomically.
 
-        ``vectors`` maps a name to (model version, vector of shape (D,)); ``sequences`` a name
-        to (model version, sequence of shape (steps, channels)).
+        The keywords are :class:`StoredAnalysis`'s fields after ``content_hash``.
         """
+        self.record_analyses([StoredAnalysis(content_hash, **analysis)])
+
+    def record_analyses(self, analyses: Iterable[StoredAnalysis]) -> None:
+        """Store many analyses and mark every track holding their contents analysed, in one transaction.
+
+        One transaction and one statement a table for the whole batch: a bulk writer (a
+        benchmark's synthetic catalogue, a merge of results) pays SQLite's per-commit cost once.
+        """
+        analyses = list(analyses)
+        hashes = [(a.content_hash,) for a in analyses]
+        now = time.time()
         with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?)",
-                (content_hash, analysis_version, duration_s, excerpt_start_s, excerpt_s, time.time()),
-            )
-            db.execute("DELETE FROM vectors WHERE content_hash = ?", (content_hash,))
             db.executemany(
-                "INSERT INTO vectors VALUES (?, ?, ?, ?)",
-                [(content_hash, name, version, np.asarray(v, dtype=np.float32).tobytes()) for name, (version, v) in vectors.items()],
+                "INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?)",
+                [(a.content_hash, a.analysis_version, a.duration_s, a.excerpt_start_s, a.excerpt_s, now) for a in analyses],
             )
-            db.execute("DELETE FROM sequences WHERE content_hash = ?", (content_hash,))
+            db.executemany("DELETE FROM vectors WHERE content_hash = ?", hashes)
+            db.executemany(
+                "INSERT INTO vectors (content_hash, name, model_version, vector, encoding) VALUES (?, ?, ?, ?, ?)",
+                [(a.content_hash, name, version, *_vector_blob(name, v)) for a in analyses for name, (version, v) in a.vectors.items()],
+            )
+            db.executemany("DELETE FROM sequences WHERE content_hash = ?", hashes)
             db.executemany(
                 "INSERT INTO sequences (content_hash, name, model_version, n_channels, sequence, encoding) VALUES (?, ?, ?, ?, ?, ?)",
-                [(content_hash, name, version, int(np.shape(x)[1]), encode_rows_int8(x).tobytes(), "int8-rows")
-                 for name, (version, x) in (sequences or {}).items()],
+                [(a.content_hash, name, version, int(np.shape(x)[1]), encode_rows_int4(x), SEQUENCE_ENCODING)
+                 for a in analyses for name, (version, x) in a.sequences.items()],
             )  # fmt: skip
-            db.execute("UPDATE tracks SET status = 'analyzed', error = NULL WHERE content_hash = ?", (content_hash,))
+            db.executemany("UPDATE tracks SET status = 'analyzed', error = NULL WHERE content_hash = ?", hashes)
 
     def store_vectors(self, name: str, vectors: dict[str, tuple[str, np.ndarray]]) -> None:
         """Add or replace one named vector of analysed contents, atomically.
@@ -461,8 +560,9 @@ class Catalogue:
         """
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO vectors SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM analyses WHERE content_hash = ?)",
-                [(h, name, version, np.asarray(v, dtype=np.float32).tobytes(), h) for h, (version, v) in vectors.items()],
+                "INSERT OR REPLACE INTO vectors (content_hash, name, model_version, vector, encoding)"
+                " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM analyses WHERE content_hash = ?)",
+                [(h, name, version, *_vector_blob(name, v), h) for h, (version, v) in vectors.items()],
             )
 
     def delete_vectors(self, name: str, content_hashes: Iterable[str]) -> None:
@@ -484,3 +584,10 @@ class Catalogue:
 
 
 _SQL_BATCH = 500  # host parameters per IN (...) list: well under SQLite's limit
+_MIGRATION_BATCH = 2000  # rows re-encoded at a time by a schema migration
+
+
+def _vector_blob(name: str, vector: np.ndarray) -> tuple[bytes, str]:
+    """(blob, encoding) of a vector of ``name`` as the catalogue keeps it (:data:`VECTOR_ENCODING`)."""
+    encoding = VECTOR_ENCODING.get(name, "float32")
+    return encode_vector(vector, encoding=encoding), encoding
