@@ -102,7 +102,9 @@ def redirect_native_stderr(path: str | os.PathLike) -> None:
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("redirect_native_stderr changes the whole process's fd 2: call it from the main thread")
     global _python_stderr_kept
-    if not _python_stderr_kept:
+    if not _python_stderr_kept and _writes_to_fd_2(sys.stderr):
+        # Only a sys.stderr on fd 2 is moved: one that a caller (a test's capture, an embedding
+        # program) put in its place never wrote to fd 2 and is left where it is.
         sys.stderr.flush()
         sys.stderr = open(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
         _python_stderr_kept = True
@@ -112,6 +114,14 @@ def redirect_native_stderr(path: str | os.PathLike) -> None:
 
 
 _python_stderr_kept = False  # whether sys.stderr already writes to its own copy of fd 2
+
+
+def _writes_to_fd_2(stream) -> bool:
+    """Whether ``stream`` writes to file descriptor 2."""
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return False
 
 
 def _to_mono_16k(block: np.ndarray, sample_rate_hz: int) -> np.ndarray:
