@@ -1,10 +1,12 @@
 """What every training loop shares: the learning-rate schedule, checkpoints, the step's bookkeeping, the report.
 
 Each loop (:mod:`.timbre`, :mod:`.tcae`, :mod:`.separator`) keeps its own readable steps
-in the manner of nanoGPT's ``train.py`` — make a batch, forward, loss, backward, step — and
-hands the rest to a :class:`Run`: setting the step's learning rate, counting steps, losses
-and seconds, saving a checkpoint every ``checkpoint_every`` steps, calling ``progress``,
-and at the end writing ``train.json`` and ``loss.png``.
+in the manner of nanoGPT's ``train.py`` — make a batch, forward, loss — and hands the rest
+to a :class:`Run`: the model's initial weights (:func:`new_model`), the step's learning rate
+(:meth:`Run.start_step`), the optimiser's update (:meth:`Run.update`: zero the gradients,
+backward, clip, step), counting steps, losses and seconds, saving a checkpoint every
+``checkpoint_every`` steps, calling ``progress`` (:meth:`Run.step_done`), and at the end
+writing ``train.json`` and ``loss.png`` (:meth:`Run.finish`).
 
 A checkpoint holds everything needed to go on exactly where it stopped: the run's and the
 model's config (plain dicts), each module's weights, the optimiser's state, the random
