@@ -9,12 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["KEY_SHIFTS", "sequence_keys", "alignment_scores", "local_alignment", "sequence_similarity", "sequence_similarities"]
+__all__ = ["KEY_SHIFTS", "sequence_in_keys", "sequence_keys", "alignment_scores", "local_alignment", "sequence_similarity", "sequence_similarities"]
 
 # Keys a melody sequence is also taken in, semitones, the song as sung first. A renditions' key
 # differs by whatever suits its singer; the latent follows the key in part, so two songs are
-# matched in the best of these (both ways: 7 keys reach +-12). -4..4 found fewer tunes (docs/models.md).
-KEY_SHIFTS = (0.0, -2.0, 2.0, -4.0, 4.0, -6.0, 6.0)
+# matched in the best of these, both ways (one song raised against the other as sung, then the
+# other raised): relative keys -6 ... +6 in steps of 2, each once. -4..4 found fewer tunes
+# (docs/models.md); the 7 keys 0, +-2, +-4, +-6 stored before catalogue schema 3 matched each
+# relative key twice at twice the size (bench/results/catalogue_size.md).
+KEY_SHIFTS = (0.0, 2.0, 4.0, 6.0)
+
+
+def sequence_in_keys(sequence: np.ndarray, *, stored_keys: tuple[float, ...]) -> np.ndarray:
+    """A melody sequence taken in ``stored_keys`` (every key of KEY_SHIFTS among them, in any order), cut to KEY_SHIFTS.
+
+    For sequences made when more keys were kept (catalogue schema 2: 0, -2, +2, -4, +4, -6, +6).
+    Shapes: (len(stored_keys) * steps, D) -> (len(KEY_SHIFTS) * steps, D), the dtype kept.
+
+    >>> sequence_in_keys(np.arange(7.0)[:, None], stored_keys=(0.0, -2.0, 2.0, -4.0, 4.0, -6.0, 6.0)).ravel().tolist()
+    [0.0, 2.0, 4.0, 6.0]
+    """
+    by_key = np.asarray(sequence).reshape(len(stored_keys), -1, sequence.shape[-1])  # (keys, steps, D)
+    return by_key[[stored_keys.index(k) for k in KEY_SHIFTS]].reshape(-1, sequence.shape[-1])
 
 
 def sequence_keys(sequence: np.ndarray) -> np.ndarray:
@@ -60,7 +76,7 @@ def sequence_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """How alike two melody sequences are: their best local alignment, in the best of their keys.
 
     Either song is taken as sung against the other in each of KEY_SHIFTS
-    (:func:`local_alignment` of 13 pairs), so a tune sung up to an octave higher or lower,
+    (:func:`local_alignment` of 7 pairs), so a tune sung up to an octave higher or lower,
     faster or slower, from another verse on, still lines up. 1 means identical; unrelated
     songs score well below.
 
@@ -86,8 +102,8 @@ def sequence_similarities(query: np.ndarray, candidates: list[np.ndarray]) -> np
     """:func:`sequence_similarity` of one sequence with each of many, shape (len(candidates),) float32.
 
     The query's keys are made unit once, the candidates' once for each length, and each
-    candidate's 13 alignments run as two compiled batches (:func:`alignment_scores`): about
-    20 times faster than pair by pair.
+    candidate's 2 * len(KEY_SHIFTS) - 1 alignments run as two compiled batches
+    (:func:`alignment_scores`): about 20 times faster than pair by pair.
     """
     a_keys = sequence_keys(query)  # (K, T_a, D)
     found = np.zeros(len(candidates), dtype=np.float32)

@@ -21,6 +21,7 @@ import pytest
 from nextvox import __version__
 from nextvox.analysis import AnalysisSettings, melody_model_version, timbre_model_version
 from nextvox.catalogue import SCHEMA_VERSION, Catalogue
+from nextvox.melody_match import KEY_SHIFTS, sequence_in_keys
 from nextvox.separation import SHIPPED_MASK_WEIGHTS, separator_version
 
 CONTRACTS = Path(__file__).parent / "contracts"
@@ -35,7 +36,7 @@ def test_version_strings_keep_their_format() -> None:
     assert separator_version("classical") == "classical-hpss-1"
     assert re.fullmatch("mask-[0-9a-f]{8}", separator_version("mask"))
     assert re.fullmatch(
-        f"excerpt1/sep-mask-[0-9a-f]{{8}}/timbre-cnn-{HEX10}/tcae-{HEX10}-seq\\d+x\\d+k7-ac\\d+/mel-thumbnail-1",
+        f"excerpt1/sep-mask-[0-9a-f]{{8}}/timbre-cnn-{HEX10}/tcae-{HEX10}-seq\\d+x\\d+k4-ac\\d+/mel-thumbnail-1",
         AnalysisSettings().version,
     )
     assert AnalysisSettings(separator="none").version.startswith("excerpt1/sep-none/timbre-cnn-")
@@ -137,21 +138,32 @@ def test_a_schema_2_catalogue_on_a_read_only_mount_is_read_as_it_is(tmp_path: Pa
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mounted)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        stored = write_schema_2_catalogue(mounted / "data", library, analysis_version="v")
+        stored = write_schema_2_catalogue(mounted / "data", library, analysis_version=SCHEMA_2_VERSION)
         subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
         with Catalogue(mounted / "data", library=library, create=False) as catalogue:
             np.testing.assert_array_equal(catalogue.vectors_for("melody", ["h1"])["h1"], stored["melody"])
-            np.testing.assert_array_equal(catalogue.sequences("melody", ["h1"])["h1"][1], stored["sequence"])
+            # Its 7 keys are read as the keys of today's KEY_SHIFTS, the int8 values as they are.
+            np.testing.assert_array_equal(catalogue.sequences("melody", ["h1"])["h1"][1], in_todays_keys(stored["sequence"]))
     finally:
         subprocess.run(["umount", "-l", str(mounted)], check=True)
+
+
+# Today's analysis version as schema 2 wrote it: melody sequences in 7 keys (0, -2, +2, -4, +4, -6, +6).
+SCHEMA_2_VERSION = AnalysisSettings(separator="none").version.replace(f"k{len(KEY_SHIFTS)}-ac", "k7-ac")
+
+
+def in_todays_keys(sequence: np.ndarray) -> np.ndarray:
+    """A schema-2 melody sequence (7 keys) cut to the keys of KEY_SHIFTS."""
+    return sequence_in_keys(sequence, stored_keys=(0.0, -2.0, 2.0, -4.0, 4.0, -6.0, 6.0))
 
 
 def test_a_schema_2_catalogue_is_migrated_in_place_and_nothing_is_analysed_again(tmp_path: Path) -> None:
     library = tmp_path / "music"
     library.mkdir()
     version = AnalysisSettings(separator="none").version
-    stored = write_schema_2_catalogue(tmp_path / "data", library, analysis_version=version)
+    stored = write_schema_2_catalogue(tmp_path / "data", library, analysis_version=SCHEMA_2_VERSION)
     with Catalogue(tmp_path / "data", library=library, create=False) as catalogue:
+        # The sequences keep today's keys, and the analysis version says so: nothing is stale.
         assert catalogue.tracks()[0].status == "analyzed" and catalogue.analysis_version("h1") == version
         assert catalogue.contents_to_analyse(version) == {}  # nothing is analysed again
         vectors = catalogue.vectors_of("h1")
@@ -159,8 +171,9 @@ def test_a_schema_2_catalogue_is_migrated_in_place_and_nothing_is_analysed_again
         for name in ("melody", "fingerprint"):  # int8 directions: the cosine with the stored vector stays near 1
             assert vectors[name] @ stored[name] > 0.999 and abs(np.linalg.norm(vectors[name]) - 1) < 1e-6
         (model, sequence), = catalogue.sequences("melody", ["h1"]).values()
-        assert model == "tcae-0123456789" and sequence.shape == (21, 16)
-        cosines = np.sum(unit_rows(sequence.astype(np.float32)) * unit_rows(stored["sequence"].astype(np.float32)), axis=1)
+        kept = in_todays_keys(stored["sequence"]).astype(np.float32)
+        assert model == "tcae-0123456789" and sequence.shape == kept.shape == (3 * len(KEY_SHIFTS), 16)
+        cosines = np.sum(unit_rows(sequence.astype(np.float32)) * unit_rows(kept), axis=1)
         assert cosines.min() > 0.97  # each step's direction, from 127 levels to 7
     db = sqlite3.connect(tmp_path / "data" / "catalogue.sqlite")
     assert dict(db.execute("SELECT name, encoding FROM vectors")) == {"timbre": "float32", "melody": "int8-unit", "fingerprint": "int8-unit"}

@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -52,14 +53,19 @@ import numpy as np
 from nextvox.catalogue.datadir import CATALOGUE_FILE, command_hint
 from nextvox.catalogue.encodings import decode_sequence, decode_vector, encode_rows_int4, encode_vector
 from nextvox.errors import CatalogueError, NextvoxError
+from nextvox.melody_match import KEY_SHIFTS, sequence_in_keys
 
-__all__ = ["SCHEMA_VERSION", "VECTOR_ENCODING", "SEQUENCE_ENCODING", "Track", "StoredAnalysis", "Catalogue"]
+__all__ = ["SCHEMA_VERSION", "VECTOR_ENCODING", "SEQUENCE_ENCODING", "SCHEMA_2_KEY_SHIFTS", "Track", "StoredAnalysis", "Catalogue"]
 
 SCHEMA_VERSION = 3
 # Vectors compared by their direction alone (cosine) are kept as int8 directions: a quarter of
 # float32, and what it costs is measured in bench/results/catalogue_size.md. Others are float32.
 VECTOR_ENCODING = {"melody": "int8-unit", "fingerprint": "int8-unit"}
 SEQUENCE_ENCODING = "int4-rows"
+# Schema 2 kept a melody sequence in these 7 keys, in this order (its analysis version says
+# "-seq<hop>x<steps>k7-"); schema 3 keeps those of KEY_SHIFTS, each relative key matched once.
+SCHEMA_2_KEY_SHIFTS = (0.0, -2.0, 2.0, -4.0, 4.0, -6.0, 6.0)
+_KEYS_IN_VERSION = re.compile(r"(-seq\d+x\d+)k(\d+)-")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -195,30 +201,33 @@ class Catalogue:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN encoding TEXT NOT NULL DEFAULT '{default}'")
 
     def _reencode_blobs(self) -> None:
-        """Schema 1, 2 -> 3 in place: every vector of VECTOR_ENCODING's names and every sequence re-encoded as schema 3 keeps it.
+        """Schema 1, 2 -> 3 in place: the vectors of VECTOR_ENCODING's names and every sequence re-encoded as schema 3 keeps
+        them, a schema-2 melody sequence cut to the keys of KEY_SHIFTS and its analysis version saying so.
 
         A batch of rows at a time (by rowid), so that memory stays flat at any size; the
         vectors' generation counters move (their indexes are rebuilt once, from the same values).
         """
-        for table, wanted in (("vectors", "name IN ({}) AND encoding != 'int8-unit'".format(",".join("?" * len(VECTOR_ENCODING)))),
-                              ("sequences", f"encoding != '{SEQUENCE_ENCODING}'")):  # fmt: skip
-            params = list(VECTOR_ENCODING) if table == "vectors" else []
-            last = -1
-            while True:
-                columns = "rowid, name, vector, encoding" if table == "vectors" else "rowid, sequence, encoding, n_channels"
-                rows = self._db.execute(f"SELECT {columns} FROM {table} WHERE rowid > ? AND {wanted} ORDER BY rowid LIMIT ?",
-                                        [last, *params, _MIGRATION_BATCH]).fetchall()  # fmt: skip
-                if not rows:
-                    break
-                if table == "vectors":
-                    updates = [(encode_vector(decode_vector(blob, encoding=encoding), encoding=VECTOR_ENCODING[name]),
-                                VECTOR_ENCODING[name], rowid) for rowid, name, blob, encoding in rows]  # fmt: skip
-                    self._db.executemany("UPDATE vectors SET vector = ?, encoding = ? WHERE rowid = ?", updates)
-                else:
-                    updates = [(encode_rows_int4(decode_sequence(blob, encoding=encoding, n_channels=channels)), SEQUENCE_ENCODING, rowid)
-                               for rowid, blob, encoding, channels in rows]  # fmt: skip
-                    self._db.executemany("UPDATE sequences SET sequence = ?, encoding = ? WHERE rowid = ?", updates)
-                last = rows[-1][0]
+        names = ",".join("?" * len(VECTOR_ENCODING))
+        for rows in self._batches(f"SELECT rowid, name, vector, encoding FROM vectors WHERE rowid > ? AND name IN ({names})"
+                                  " AND encoding != 'int8-unit' ORDER BY rowid LIMIT ?", list(VECTOR_ENCODING)):  # fmt: skip
+            self._db.executemany("UPDATE vectors SET vector = ?, encoding = ? WHERE rowid = ?",
+                                 [(*_vector_blob(name, decode_vector(blob, encoding=encoding)), rowid) for rowid, name, blob, encoding in rows])  # fmt: skip
+        for rows in self._batches("SELECT s.rowid, s.name, s.sequence, s.encoding, s.n_channels, a.analysis_version FROM sequences s"
+                                  " LEFT JOIN analyses a USING (content_hash) WHERE s.rowid > ? AND s.encoding != ? ORDER BY s.rowid LIMIT ?",
+                                  [SEQUENCE_ENCODING]):  # fmt: skip
+            self._db.executemany("UPDATE sequences SET sequence = ?, encoding = ? WHERE rowid = ?", [
+                (encode_rows_int4(_in_stored_keys(name, decode_sequence(blob, encoding=encoding, n_channels=channels), version)),
+                 SEQUENCE_ENCODING, rowid) for rowid, name, blob, encoding, channels, version in rows])  # fmt: skip
+        versions = self._db.execute("SELECT DISTINCT analysis_version FROM analyses").fetchall()
+        self._db.executemany("UPDATE analyses SET analysis_version = ? WHERE analysis_version = ?",
+                             [(_version_in_stored_keys(v), v) for (v,) in versions if _version_in_stored_keys(v) != v])  # fmt: skip
+
+    def _batches(self, query: str, params: list) -> Iterator[list[tuple]]:
+        """The rows of ``query`` (``... WHERE rowid > ? ... ORDER BY rowid LIMIT ?``, rowid first) _MIGRATION_BATCH at a time."""
+        last = -1
+        while rows := self._db.execute(query, [last, *params, _MIGRATION_BATCH]).fetchall():
+            yield rows
+            last = rows[-1][0]
 
     def _open_read_only(self) -> None:
         """Open a catalogue whose folder cannot be written (a read-only mount, a copy on a DVD), to read it.
@@ -481,17 +490,20 @@ class Catalogue:
     def sequences(self, name: str, content_hashes: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
         """Stored sequences of one name: content hash -> (model version, (steps, channels) array); absent ones are left out.
 
-        The array is float16 or int8 as stored (:func:`~nextvox.catalogue.encodings.decode_sequence`).
+        The array is float16 or int8 as stored (:func:`~nextvox.catalogue.encodings.decode_sequence`); a melody
+        sequence of a schema-2 catalogue opened read-only comes in the keys of KEY_SHIFTS, as a migration keeps it.
         """
         found = {}
         hashes = list(dict.fromkeys(content_hashes))
         for start in range(0, len(hashes), _SQL_BATCH):
             batch = hashes[start : start + _SQL_BATCH]
             rows = self._db.execute(
-                f"SELECT content_hash, model_version, n_channels, sequence, {self._encoding_column} FROM sequences"
-                f" WHERE name = ? AND content_hash IN ({','.join('?' * len(batch))})", [name, *batch]).fetchall()
-            for digest, version, channels, blob, encoding in rows:
-                found[digest] = (version, decode_sequence(blob, encoding=encoding, n_channels=channels))
+                f"SELECT s.content_hash, s.model_version, s.n_channels, s.sequence, {self._encoding_column}, a.analysis_version"
+                f" FROM sequences s LEFT JOIN analyses a USING (content_hash)"
+                f" WHERE s.name = ? AND s.content_hash IN ({','.join('?' * len(batch))})", [name, *batch]).fetchall()
+            for digest, version, channels, blob, encoding, analysis_version in rows:
+                sequence = decode_sequence(blob, encoding=encoding, n_channels=channels)
+                found[digest] = (version, _in_stored_keys(name, sequence, analysis_version))  # an older catalogue read as it is
         return found
 
     # ---- writing -------------------------------------------------------------------------
@@ -585,6 +597,33 @@ class Catalogue:
 
 _SQL_BATCH = 500  # host parameters per IN (...) list: well under SQLite's limit
 _MIGRATION_BATCH = 2000  # rows re-encoded at a time by a schema migration
+
+
+def _stored_key_count(analysis_version: str | None) -> int | None:
+    """How many keys the melody sequences of an analysis version hold (``...-seq16x120k4-...``); None when it does not say."""
+    match = _KEYS_IN_VERSION.search(analysis_version or "")
+    return int(match[2]) if match else None
+
+
+def _in_stored_keys(name: str, sequence: np.ndarray, analysis_version: str | None) -> np.ndarray:
+    """A stored sequence in the keys schema 3 keeps: a melody sequence of SCHEMA_2_KEY_SHIFTS keeps those of KEY_SHIFTS.
+
+    Shapes: (len(SCHEMA_2_KEY_SHIFTS) * steps, D) -> (len(KEY_SHIFTS) * steps, D); any other sequence is returned as it is.
+    """
+    if name != "melody" or _stored_key_count(analysis_version) != len(SCHEMA_2_KEY_SHIFTS) or len(KEY_SHIFTS) == len(SCHEMA_2_KEY_SHIFTS):
+        return sequence
+    return sequence_in_keys(sequence, stored_keys=SCHEMA_2_KEY_SHIFTS)
+
+
+def _version_in_stored_keys(analysis_version: str) -> str:
+    """An analysis version of SCHEMA_2_KEY_SHIFTS's melody sequences as it reads once they are cut to KEY_SHIFTS.
+
+    >>> _version_in_stored_keys("excerpt1/sep-none/timbre-cnn-0/tcae-0-seq16x120k7-ac32/mel-thumbnail-1")
+    'excerpt1/sep-none/timbre-cnn-0/tcae-0-seq16x120k4-ac32/mel-thumbnail-1'
+    """
+    if _stored_key_count(analysis_version) != len(SCHEMA_2_KEY_SHIFTS):
+        return analysis_version
+    return _KEYS_IN_VERSION.sub(rf"\g<1>k{len(KEY_SHIFTS)}-", analysis_version)
 
 
 def _vector_blob(name: str, vector: np.ndarray) -> tuple[bytes, str]:
