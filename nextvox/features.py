@@ -17,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
 import torch
 
 from nextvox.constants import EXCERPT_S, FRAMES_PER_EXCERPT, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE_HZ
@@ -154,6 +153,8 @@ def mfcc_from_log_mel(log_mel_spectrogram: np.ndarray, *, n_mfcc: int = N_MFCC) 
     -------
     np.ndarray, shape (n_mfcc, T)
     """
+    import scipy.fft  # here, not at the top: the analysis never needs it, and it costs every worker's start 0.2 s
+
     return scipy.fft.dct(log_mel_spectrogram, type=2, axis=0, norm="ortho")[:n_mfcc]
 
 

@@ -236,9 +236,9 @@ def test_full_disk_stops_cleanly_and_loses_nothing(tmp_path: Path) -> None:
             subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
 
-def test_an_analysis_worker_imports_neither_librosa_nor_numba() -> None:
-    # Importing them cost each worker about a second of its start: no analysis stage needs them.
+def test_an_analysis_worker_imports_neither_librosa_nor_numba_nor_scipy() -> None:
+    # Importing them cost each worker more than a second of its start: no analysis stage needs them.
     script = ("import sys; from nextvox.analysis import AnalysisSettings, load_worker_models; load_worker_models(AnalysisSettings()); "
-              "print(sorted(m for m in ('librosa', 'numba') if m in sys.modules))")
+              "print(sorted(m for m in ('librosa', 'numba', 'scipy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
