@@ -110,7 +110,7 @@ def export_tree(commit: str, work: Path) -> Path:
 
 def compare(library: Path, work: Path, *, against: str, rounds: int, n_songs: int, song_s: float) -> str:
     """This tree against commit ``against``, 2 jobs, in turn for ``rounds`` rounds: the markdown section."""
-    base = short_commit(against)
+    base, measured = short_commit(against), short_commit("HEAD")
     trees = {"this tree": ROOT, base: export_tree(base, work)}
     loads = [os.getloadavg()[0]]
     runs: dict[str, list[dict]] = {name: [] for name in trees}
@@ -123,7 +123,7 @@ def compare(library: Path, work: Path, *, against: str, rounds: int, n_songs: in
     lines = [
         f"## This tree against {base}, side by side",
         "",
-        f"{datetime.date.today()}, commit {short_commit('HEAD')} (with any uncommitted changes) against {base}, "
+        f"{datetime.date.today()}, commit {measured} (with any uncommitted changes) against {base}, "
         f"{os.cpu_count()} cores shared with other work: 1-minute load average {min(loads):.1f} to {max(loads):.1f} "
         f"during the runs. {n_songs} songs of {song_s:.0f} s, 2 jobs, `nextvox analyze` from an empty data directory, "
         f"the two in turn for {rounds} rounds. Medians over the rounds; the speed-up is {base}'s wall time over "
