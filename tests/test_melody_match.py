@@ -6,7 +6,9 @@ import librosa
 import numpy as np
 import pytest
 
-from nextvox.melody_match import KEY_SHIFTS, alignment_scores, local_alignment, sequence_keys, sequence_similarities, sequence_similarity
+from nextvox.melody_match import (
+    KEY_SHIFTS, alignment_scores, as_sung_similarities, local_alignment, sequence_keys, sequence_similarities, sequence_similarity,
+)
 
 
 @pytest.mark.parametrize("shape", [(2, 2), (2, 9), (9, 2), (3, 3), (17, 40), (40, 17), (120, 120)])
@@ -40,3 +42,16 @@ def test_candidates_grouped_by_length_score_exactly_as_one_by_one() -> None:
     candidates = [rng.integers(-127, 128, size=(len(KEY_SHIFTS) * steps, 16)).astype(np.int8) for steps in (30, 7, 30, 44, 7, 30)]
     one_by_one = np.array([sequence_similarities(query, [c])[0] for c in candidates])
     np.testing.assert_array_equal(sequence_similarities(query, candidates), one_by_one)
+
+
+def test_the_as_sung_match_is_the_first_key_pair_and_never_above_the_match() -> None:
+    rng = np.random.default_rng(2)
+    query = rng.integers(-7, 8, size=(len(KEY_SHIFTS) * 30, 16)).astype(np.int8)  # int4 steps, as the catalogue keeps them
+    candidates = [rng.integers(-7, 8, size=(len(KEY_SHIFTS) * steps, 16)).astype(np.int8) for steps in (30, 7, 30, 44, 1)]
+    candidates.append(query.copy())
+    found = as_sung_similarities(query, candidates)
+    expected = [local_alignment(sequence_keys(query)[0], sequence_keys(c)[0]) for c in candidates]
+    np.testing.assert_allclose(found, expected, rtol=1e-6)
+    assert found[-1] == pytest.approx(1.0, abs=1e-5)
+    assert (found <= sequence_similarities(query, candidates) + 1e-6).all()
+    assert len(as_sung_similarities(query, [])) == 0

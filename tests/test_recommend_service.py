@@ -4,6 +4,8 @@ near-duplicates, reasons, the approximate index, radio order and playlist export
 from __future__ import annotations
 
 import json
+import math
+import re
 import xml.etree.ElementTree as ElementTree
 from dataclasses import replace
 from pathlib import Path
@@ -156,8 +158,8 @@ def test_cli_radio_and_recommend_filters(recommender: Recommender, tmp_path: Pat
     assert main(["recommend", library, "ann/song0.wav", "ann/song1.wav", "--weights", "1", "--data-dir", data]) == 2
 
 
-def test_a_melody_weight_finds_the_same_tune_in_another_voice(tmp_path: Path) -> None:
-    """The melody index brings a far voice singing the query's tune into the pool; its sequence match ranks it first."""
+def _tune_library(tmp_path: Path) -> Recommender:
+    """150 songs of 15 singers, each with its own tune, but the first and last songs share one (the last by singer 14)."""
     from nextvox.catalogue import Catalogue
 
     rng = np.random.default_rng(3)
@@ -176,13 +178,37 @@ def test_a_melody_weight_finds_the_same_tune_in_another_voice(tmp_path: Path) ->
     with catalogue.transaction() as db:
         db.executemany("INSERT INTO tracks VALUES (?, ?, 1, 1, ?, NULL, NULL, NULL, 'analyzed', NULL)",
                        [(f"s{i // 10}/song{i}.wav", f"{i:032x}", f"s{i // 10}") for i in range(150)])
-    recommender = Recommender(catalogue)
+    return Recommender(catalogue)
+
+
+def test_a_melody_weight_finds_the_same_tune_in_another_voice(tmp_path: Path) -> None:
+    """The melody index brings a far voice singing the query's tune into the pool; its sequence match ranks it first."""
+    recommender = _tune_library(tmp_path)
     query = [recommender.track_query("s0/song0.wav")]
     by_voice = recommender.recommend(query, k=3, diversity=Diversity(per_artist=None))
     assert {r.artist for r in by_voice} == {"s0"}  # the voice alone: the same singer
     by_tune = recommender.recommend(query, k=3, w_melody=2.0, diversity=Diversity(per_artist=None))
     assert by_tune[0].path == "s14/song149.wav" and by_tune[0].melody_similarity > 0.8
     assert "note by note" in by_tune[0].reason and all(r.melody_similarity < 0.5 for r in by_tune[1:])
+
+
+def test_only_the_best_of_the_melody_pool_as_sung_are_matched_in_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two-stage pool answers as matching every candidate in every key does here, from fewer full matches."""
+    import nextvox.recommend.recommender as recommender_module
+
+    recommender = _tune_library(tmp_path)
+    query = [recommender.track_query("s0/song0.wav")]
+    options = dict(k=3, w_melody=0.5, diversity=Diversity(per_artist=None))
+    two_stage, share = recommender.recommend(query, **options), recommender_module.FULL_MATCH_SHARE
+    monkeypatch.setattr(recommender_module, "FULL_MATCH_SHARE", 1.0)
+    every = recommender.recommend(query, **options)
+    assert [(r.path, r.score, r.melody_similarity) for r in two_stage] == [(r.path, r.score, r.melody_similarity) for r in every]
+
+    def matched(r) -> int:  # the songs matched note by note, the query's own left out
+        return int(re.search(r"of the (\d+) songs matched note by note", r.reason).group(1))
+
+    pool = matched(every[0]) + 1  # every pooled candidate with a sequence, the query's own included
+    assert matched(two_stage[0]) == max(2 * 3, math.ceil(share * pool)) - 1 < pool - 1
 
 
 def test_player_paths_are_looked_up_in_the_catalogue_as_in_a_path_set(recommender: Recommender) -> None:

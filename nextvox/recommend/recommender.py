@@ -24,7 +24,7 @@ from nextvox.constants import GENDERS
 from nextvox.errors import NextvoxError
 from nextvox.gender import GENDER_VECTOR
 from nextvox.index import EXACT_MAX_VECTORS, VectorIndex, normalise_rows, open_index
-from nextvox.melody_match import sequence_similarities
+from nextvox.melody_match import as_sung_similarities, sequence_similarities
 from nextvox.recommend.diversity import Diversity, diversify
 from nextvox.recommend.explain import Recommendation, recommendation_of
 from nextvox.recommend.filters import Candidate, Filters, attach_track, fold
@@ -37,9 +37,13 @@ DEFAULT_W_MELODY = 0.0  # voices decide; the melody joins by the user's choice (
 NEAR_DUPLICATE_SIMILARITY = 0.9  # fingerprints this alike are one recording (see features.recording_fingerprint)
 PERCENTILE_SAMPLE = 4096  # library vectors against which "closer than X% of the library" is measured
 MIN_CANDIDATES = 100  # first candidate pool; grown fourfold while filters leave too few
-# With a melody weight, the first pool is this plus 3k and every candidate in it is matched
-# by its melody sequence (local alignment in 13 pairs of keys, one compiled batch a candidate: about 0.4 ms each).
+# With a melody weight, the first pool is this plus 3k (by voice, and as many by melody vector);
+# every candidate in it is matched by its melody sequence as sung (one of 7 key pairs), and
+# the best FULL_MATCH_SHARE of them (at least 2k) in all 7 (local alignment, about 0.2 ms a candidate).
 MIN_SEQUENCE_CANDIDATES = 30
+# On the eval libraries this two-stage ranking's melody mAP moved by 0.000-0.008 from matching every candidate in
+# all keys (within what the share itself moves it), and melody-weighted top-10s were unchanged (docs/service.md).
+FULL_MATCH_SHARE = 0.3
 
 
 @dataclass
@@ -205,7 +209,7 @@ class Recommender:
         while True:
             candidates = self._candidates(timbre_query, melody_query, pool, w_timbre=w_timbre, w_melody=w_melody)
             if match_sequences:
-                candidates = self._match_sequences(candidates, sequence_queries, w_timbre=w_timbre, w_melody=w_melody)
+                candidates = self._match_sequences(candidates, sequence_queries, k=k, w_timbre=w_timbre, w_melody=w_melody)
             unseen = [c.key for c in candidates if c.key not in tracks_by_hash]
             tracks_by_hash.update(dict.fromkeys(unseen, []) | self.analysed_tracks_of(unseen))
             genders |= self.genders_of(unseen)
@@ -273,20 +277,36 @@ class Recommender:
         return similarity
 
     def _match_sequences(
-        self, candidates: list[Candidate], queries: list[tuple[np.ndarray, float]], *, w_timbre: float, w_melody: float
+        self, candidates: list[Candidate], queries: list[tuple[np.ndarray, float]], *, k: int, w_timbre: float, w_melody: float
     ) -> list[Candidate]:
-        """Re-score candidates with their melody sequences' match folded into their melody similarity, best first."""
+        """Re-score candidates with their melody sequences' match folded into their melody similarity, best first.
+
+        Two stages: every candidate with a stored sequence is matched as sung
+        (:func:`~nextvox.melody_match.as_sung_similarities`); the best ``FULL_MATCH_SHARE`` of
+        them by the score that gives (at least ``2 k``) are matched in every key
+        (:func:`~nextvox.melody_match.sequence_similarities`) and the rest leave the pool.
+        Candidates without a sequence keep their melody vectors' cosine.
+        """
         with self.lock:
             stored = self.catalogue.sequences("melody", [c.key for c in candidates])
         matched = [c for c in candidates if c.key in stored]
-        if matched:
-            sequences = [stored[c.key][1] for c in matched]
-            total_weight = sum(weight for _, weight in queries)
-            match = sum(weight * sequence_similarities(query, sequences) for query, weight in queries) / total_weight  # (M,)
-            for c, value in zip(matched, match.tolist()):
-                c.melody = value  # the match, not the vectors' cosine: it finds the tune more often (bench/results/tcae.md)
-                c.score = w_timbre * c.timbre + w_melody * c.melody
-        return sorted(candidates, key=lambda c: -c.score)
+        if not matched:
+            return candidates
+        total_weight = sum(weight for _, weight in queries)
+
+        def weighted(similarities, of: list[Candidate]) -> np.ndarray:  # (len(of),): the history's weighted mean of one matcher
+            sequences = [stored[c.key][1] for c in of]
+            return sum(weight * similarities(query, sequences) for query, weight in queries) / total_weight
+
+        as_sung = weighted(as_sung_similarities, matched)
+        first_score = np.array([w_timbre * c.timbre for c in matched]) + w_melody * as_sung  # (M,)
+        keep = max(2 * k, math.ceil(FULL_MATCH_SHARE * len(matched)))
+        matched = [matched[i] for i in np.sort(np.argsort(-first_score, kind="stable")[:keep])]
+        for c, value in zip(matched, weighted(sequence_similarities, matched).tolist()):
+            c.melody = value  # the match, not the vectors' cosine: it finds the tune more often (bench/results/tcae.md)
+            c.score = w_timbre * c.timbre + w_melody * c.melody
+        dropped = set(stored) - {c.key for c in matched}
+        return sorted((c for c in candidates if c.key not in dropped), key=lambda c: -c.score)
 
     def _near_duplicate(self, digest: str, query_fingerprints: list[np.ndarray]) -> bool:
         if not query_fingerprints:
