@@ -192,16 +192,13 @@ def test_a_melody_weight_finds_the_same_tune_in_another_voice(tmp_path: Path) ->
     assert "note by note" in by_tune[0].reason and all(r.melody_similarity < 0.5 for r in by_tune[1:])
 
 
-def test_only_the_best_of_the_melody_pool_as_sung_are_matched_in_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_best_of_the_melody_pool_as_sung_are_matched_in_every_key(tmp_path: Path) -> None:
     """The two-stage pool answers as matching every candidate in every key does here, from fewer full matches."""
-    import nextvox.recommend.recommender as recommender_module
-
     recommender = _tune_library(tmp_path)
     query = [recommender.track_query("s0/song0.wav")]
     options = dict(k=3, w_melody=0.5, diversity=Diversity(per_artist=None))
-    two_stage, share = recommender.recommend(query, **options), recommender_module.FULL_MATCH_SHARE
-    monkeypatch.setattr(recommender_module, "FULL_MATCH_SHARE", 1.0)
-    every = recommender.recommend(query, **options)
+    two_stage, share = recommender.recommend(query, **options), recommender.full_match_share
+    every = Recommender(recommender.catalogue, full_match_share=1.0).recommend(query, **options)
     assert [(r.path, r.score, r.melody_similarity) for r in two_stage] == [(r.path, r.score, r.melody_similarity) for r in every]
 
     def matched(r) -> int:  # the songs matched note by note, the query's own left out

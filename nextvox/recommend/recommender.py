@@ -41,8 +41,8 @@ MIN_CANDIDATES = 100  # first candidate pool; grown fourfold while filters leave
 # every candidate in it is matched by its melody sequence as sung (one of 7 key pairs), and
 # the best FULL_MATCH_SHARE of them (at least 2k) in all 7 (local alignment, about 0.2 ms a candidate).
 MIN_SEQUENCE_CANDIDATES = 30
-# On the eval libraries this two-stage ranking's melody mAP moved by 0.000-0.008 from matching every candidate in
-# all keys (within what the share itself moves it), and melody-weighted top-10s were unchanged (docs/service.md).
+# On the eval libraries this two-stage ranking kept melody mAP within noise and melody-weighted top-10s
+# unchanged (bench/melody_pool.py, docs/service.md).
 FULL_MATCH_SHARE = 0.3
 
 
@@ -59,6 +59,9 @@ class Recommender:
     catalogue : Catalogue
     exact_max_vectors : int
         Largest library searched exactly (see :func:`nextvox.index.open_index`).
+    full_match_share : float
+        With a melody weight, the share of the pool matched in every key (1: all of it; see
+        :meth:`_match_sequences`).
     lock : threading.RLock
         Held around every read of the catalogue after loading: a server shares its one
         SQLite connection between threads.
@@ -66,6 +69,7 @@ class Recommender:
 
     catalogue: Catalogue
     exact_max_vectors: int = EXACT_MAX_VECTORS
+    full_match_share: float = FULL_MATCH_SHARE
     timbre: VectorIndex = field(init=False)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -282,7 +286,7 @@ class Recommender:
         """Re-score candidates with their melody sequences' match folded into their melody similarity, best first.
 
         Two stages: every candidate with a stored sequence is matched as sung
-        (:func:`~nextvox.melody_match.as_sung_similarities`); the best ``FULL_MATCH_SHARE`` of
+        (:func:`~nextvox.melody_match.as_sung_similarities`); the best ``full_match_share`` of
         them by the score that gives (at least ``2 k``) are matched in every key
         (:func:`~nextvox.melody_match.sequence_similarities`) and the rest leave the pool.
         Candidates without a sequence keep their melody vectors' cosine.
@@ -300,7 +304,7 @@ class Recommender:
 
         as_sung = weighted(as_sung_similarities, matched)
         first_score = np.array([w_timbre * c.timbre for c in matched]) + w_melody * as_sung  # (M,)
-        keep = max(2 * k, math.ceil(FULL_MATCH_SHARE * len(matched)))
+        keep = max(2 * k, math.ceil(self.full_match_share * len(matched)))
         matched = [matched[i] for i in np.sort(np.argsort(-first_score, kind="stable")[:keep])]
         for c, value in zip(matched, weighted(sequence_similarities, matched).tolist()):
             c.melody = value  # the match, not the vectors' cosine: it finds the tune more often (bench/results/tcae.md)
