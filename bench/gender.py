@@ -103,15 +103,18 @@ def held_out_comparison(heads: dict[str, object], eval_work: Path) -> list[tuple
             rows = list(csv.DictReader(f))
         with Catalogue(data_dir, library=library, create=False) as catalogue:
             hash_of = {t.path: t.content_hash for t in catalogue.tracks(status="analyzed")}
-            hashes, matrix, _ = catalogue.vectors("timbre")
+            hashes, matrix, versions = catalogue.vectors("timbre")
         row_of = {h: i for i, h in enumerate(hashes)}
         rows = [r for r in rows if hash_of.get(r["path"]) in row_of]
         if not rows:
             continue
-        vectors = matrix[[row_of[hash_of[r["path"]]] for r in rows]]
+        picked = [row_of[hash_of[r["path"]]] for r in rows]
+        vectors, read = matrix[picked], {versions[i] for i in picked}
         genders = np.array([r["gender"] for r in rows])
-        out.append((f"{style} ({len(rows)} songs)", {name: scores(head.predict(vectors)[0] == genders, genders)
-                                                     for name, head in heads.items()}))  # fmt: skip
+        # A head reads only the vectors of the timbre model it was trained on (analyze would not ask it).
+        out.append((f"{style} ({len(rows)} songs)", {
+            name: scores(head.predict(vectors)[0] == genders, genders) if read == {head.timbre_model_version}
+            else {"n": len(rows), "accuracy": None, "balanced_accuracy": None} for name, head in heads.items()}))  # fmt: skip
     return out
 
 

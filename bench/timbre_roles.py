@@ -35,6 +35,7 @@ import argparse
 import csv
 import datetime
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ from nextvox.catalogue import content_hash
 from nextvox.evaluation import cosine_similarity, singer_retrieval
 from nextvox.features import mfcc_statistics
 from nextvox.models.timbre import embed_excerpt, load_weights
+from nextvox.separation import DEFAULT_SEPARATOR
 from nextvox.training import TrainConfig, library_log_mels, train_timbre
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,6 +68,8 @@ PRODUCTION_RUNS = {
     "vocals+separated": ("isolated vocals and the separated mixes", ("vocals", "separated"), {}),
     "vocals+separated+production": ("isolated vocals and the separated mixes, views with harmony and reverb",
                                     ("vocals", "separated"), {"production_views": True}),
+    "fine-tuned": ("as the last, fine-tuning the shipped weights (peak learning rate 5e-4) instead of from scratch",
+                   ("vocals", "separated"), {"production_views": True, "init_weights": "shipped", "lr": 5e-4, "min_lr": 5e-5}),
 }  # fmt: skip
 PRODUCTION_STYLES = ("vocals", "plain", "studio")
 SEED_TABLE = {("positive", "positive"): (15, 13), ("positive", "negative"): (14, 13),
@@ -236,27 +240,22 @@ def ablation_markdown(rows: list[dict], mfcc: dict, args: argparse.Namespace) ->
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # ---- --production -----------------------------------------------------------------------------------
 
-def production_split(eval_work: Path) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+def production_split(eval_work: Path, work: Path) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Log-mels (through the default separator, as analyze hears them) and singers of the eval split in each style.
 
-    The spectrograms are cached in ``bench/quality.py``'s data folders, shared with its analysis.
+    ``eval_work``: bench/quality.py's libraries; the spectrograms are cached under ``work``.
     """
-    labels = eval_work / "library-plain" / "labels.csv"
-    with open(labels, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    singers = np.array([r["singer"] for r in rows])
     split = {}
     for style, root, column in (("vocals", eval_work / "library-plain" / "vocals", "vocal_path"),
                                 ("plain", eval_work / "library-plain", "path"), ("studio", eval_work / "library-studio", "path")):
-        by_hash = dict(library_log_mels(root, data_dir=eval_work / f"data-{style}"))
         base = eval_work / ("library-studio" if style == "studio" else "library-plain")
-        split[style] = ([by_hash[content_hash(base / r[column])].astype(np.float32) for r in rows], singers)
+        with open(base / "labels.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        by_hash = dict(library_log_mels(root, data_dir=work / f"eval-{style}", separator=DEFAULT_SEPARATOR))
+        split[style] = ([by_hash[content_hash(base / r[column])].astype(np.float32) for r in rows], np.array([r["singer"] for r in rows]))
     return split
 
 
@@ -267,7 +266,7 @@ def production(args: argparse.Namespace) -> int:
     from nextvox.models.timbre import DEFAULT_WEIGHTS, weights_version
 
     eval_work = args.eval_work_dir or quality.work_dir(quality.parse_args([]))
-    split = production_split(eval_work)
+    split = production_split(eval_work, args.work_dir)
     train = args.train_library
     data = {"vocals": [x for _, x in library_log_mels(train / "vocals", data_dir=args.work_dir / "train-vocals", separator="none")],
             "separated": [x for _, x in library_log_mels(train, data_dir=args.work_dir / "train-separated", separator="mask")]}
@@ -278,11 +277,17 @@ def production(args: argparse.Namespace) -> int:
         return {style: singer_scores(np.stack([embed_excerpt(encoder, x) for x in mels]), singers)
                 for style, (mels, singers) in split.items()}  # fmt: skip
 
-    rows = [{"name": "shipped weights", "what": f"`{weights_version(DEFAULT_WEIGHTS)}` as shipped", "final_loss": None,
-             "seconds": "", **{style: s for style, s in scores(DEFAULT_WEIGHTS).items()}}]  # fmt: skip
+    shipped = args.work_dir / "shipped-timbre.pt"  # a copy: the runs are measured against the weights they started from
+    if not shipped.exists():
+        shutil.copyfile(DEFAULT_WEIGHTS, shipped)
+    rows = [{"name": "shipped weights", "what": f"`{weights_version(shipped)}` as shipped", "final_loss": None,
+             "seconds": "", **scores(shipped)}]  # fmt: skip
+    mfcc = {style: singer_scores(np.stack([mfcc_statistics(x) for x in mels]), singers) for style, (mels, singers) in split.items()}
     budget = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "checkpoint_every": args.steps}
     for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
         what, anchors, overrides = PRODUCTION_RUNS[name]
+        if overrides.get("init_weights") == "shipped":
+            overrides = {**overrides, "init_weights": str(shipped)}
         out = args.work_dir / f"production-{name}"
         started = time.perf_counter()
         result = train_timbre(TrainConfig(**budget, **overrides), [x for kind in anchors for x in data[kind]], out_dir=out,
@@ -291,9 +296,9 @@ def production(args: argparse.Namespace) -> int:
                **scores(out / "timbre.pt")}  # fmt: skip
         print(name, {k: (v if not isinstance(v, dict) else v["singer_map"]) for k, v in row.items()}, file=sys.stderr, flush=True)
         rows.append(row)
-    mfcc = {style: singer_scores(np.stack([mfcc_statistics(x) for x in mels]), singers) for style, (mels, singers) in split.items()}
-    text = production_markdown(rows, mfcc, args, n_train=len(data["vocals"]), n_eval=len(split["vocals"][0]), eval_work=eval_work)
-    write(args.out or RESULTS / "timbre_production.md", text, {"runs": rows, "mfcc": mfcc})
+        # Written after every run: a long series stopped early keeps what it measured.
+        text = production_markdown(rows, mfcc, args, n_train=len(data["vocals"]), n_eval=len(split["vocals"][0]), eval_work=eval_work)
+        write(args.out or RESULTS / "timbre_production.md", text, {"runs": rows, "mfcc": mfcc})
     return 0
 
 
@@ -302,9 +307,9 @@ def production_markdown(rows: list[dict], mfcc: dict, args: argparse.Namespace, 
         "# Timbre encoder: training for studio productions",
         "",
         f"Measured {datetime.date.today().isoformat()} by `bench/timbre_roles.py --production --steps {args.steps} --batch-size"
-        f" {args.batch_size} --seed {args.seed} --train-library {args.train_library}`. Every run from scratch with the shipped"
+        f" {args.batch_size} --seed {args.seed} --train-library {args.train_library}`. Every run with the shipped"
         " recipe (pitch shift `negative`, time stretch `positive`, register shift ±4, backgrounds 0-30 dB under the view),"
-        f" same budget and seed. Training library: {n_train} songs of the generator's `train` split, production `mixed`"
+        f" same budget and seed, from scratch unless the row says otherwise. Training library: {n_train} songs of the generator's `train` split, production `mixed`"
         " (each song plain or studio-produced), every singer and speaker variant; its mixes are the backgrounds of every run."
         " `separated`: the default separator's vocals of those mixes, as further anchors."
         f" Evaluation: the {n_eval} songs of the held-out `eval` split in `{eval_work.name}` (bench/quality.py's libraries),"
@@ -322,3 +327,7 @@ def production_markdown(rows: list[dict], mfcc: dict, args: argparse.Namespace, 
                  + " | " + " | ".join(f"{mfcc[s]['singer_p_at_5']:.3f}" for s in PRODUCTION_STYLES) + " | | |")
     lines += ["", f"Chance singer mAP: {mfcc['vocals']['chance_map']:.3f}. Targets (issue 14): 0.98 / 0.80 / 0.75."]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
