@@ -133,8 +133,9 @@ def test_a_file_name_that_is_not_utf8_is_analysed_and_shown_escaped(odd_library)
         answer = run("recommend", str(library), query, "-k", "3", "--data-dir", str(data), "--json")
         assert answer.returncode == 0, answer.stderr
         assert json.loads(answer.stdout)["query"] == LATIN1_SHOWN and len(json.loads(answer.stdout)["results"]) == 3
-    # Among the results of another query, and in a playlist.
-    answer = json.loads(run("recommend", str(library), "low/song0.wav", "-k", "3", "--data-dir", str(data), "--json").stdout)
+    # Among the results of another query (every other track asked for: how the name is shown is
+    # checked here, not where the encoder ranks it), and in a playlist.
+    answer = json.loads(run("recommend", str(library), "low/song0.wav", "-k", "5", "--data-dir", str(data), "--json").stdout)
     assert LATIN1_SHOWN in [r["path"] for r in answer["results"]]
     radio = run("radio", str(library), "low/song0.wav", "-n", "5", "--out", str(data / "r.m3u8"), "--data-dir", str(data))
     assert radio.returncode == 0, radio.stderr
