@@ -218,7 +218,7 @@ def embed(
     Vectors: ``timbre`` is the shipped timbre encoder's vector (:mod:`nextvox.models.timbre`),
     ``melody`` the shipped TCAE's pooled latent (:mod:`nextvox.models.tcae`), each model loaded
     once per process; ``fingerprint`` tells one recording from another (near-duplicates).
-    Sequences: ``melody``, the TCAE's latent sequence in 7 keys for order-aware, key-free matching.
+    Sequences: ``melody``, the TCAE's latent sequence in the keys of ``melody_match.KEY_SHIFTS`` for order-aware, key-free matching.
 
     Parameters
     ----------

@@ -272,7 +272,7 @@ def test_missing_embeddings_say_so_instead_of_numbers(evaluated):
     # The melody rows are the shipped TCAE's, with its version: the sequence match, and the vector alone.
     melody, vector = result["embeddings"]["melody"], result["embeddings"]["melody_vector"]
     assert melody["model_version"] == vector["model_version"] == tcae_weights_version(TCAE_WEIGHTS)
-    assert melody["note"] == "the melody sequences' match (local alignment, best of 7 keys)" and melody["singer_map"] is not None
+    assert melody["note"] == "the melody sequences' match (local alignment, best of 7 relative keys)" and melody["singer_map"] is not None
     assert vector["singer_map"] is not None and vector["melody_map"] != melody["melody_map"]
     head_row, head = result["gender"]["default_head"], shipped_head()
     if head is None:

@@ -135,7 +135,7 @@ def project_embeddings(
         if sequences is not None and len(hashes) <= MAX_SEQUENCE_TRACKS:
             unit_melody = unit_rows(melody)
             melody_similarity = sequence_similarity_matrix(sequences, progress=progress)
-            note = f"the melody sequences' match (local alignment, best of {len(tcae.KEY_SHIFTS)} keys)" + (f"; {melody_note}" if melody_note else "")
+            note = f"the melody sequences' match (local alignment, best of {2 * len(tcae.KEY_SHIFTS) - 1} relative keys)" + (f"; {melody_note}" if melody_note else "")
             embeddings["melody"] = _Embedding(lambda rows: melody_similarity[rows], unit_melody, note, melody_version)
         else:
             why = "no melody sequences stored" if sequences is None else f"more than {MAX_SEQUENCE_TRACKS} tracks"
