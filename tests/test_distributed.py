@@ -50,6 +50,8 @@ def assert_same_catalogue(ours: dict, reference: dict) -> None:
 
     Rounding: a track whose spectrogram an interrupted run had cached is embedded from the
     float16 cache, not from the float32 spectrogram (both engines do so), and inference runs in bf16.
+    Stored sequences are integer levels (int4 since catalogue schema 3: -7 ... 7 a row), so such a
+    difference may move a value by one level where it sat near a rounding boundary, never more.
     """
     assert ours["tracks"] == reference["tracks"]  # same statuses, same failure reasons
     assert ours["analyses"] == reference["analyses"]  # same versions, durations and excerpts
@@ -61,7 +63,10 @@ def assert_same_catalogue(ours: dict, reference: dict) -> None:
             got, expected = got.astype(np.float64), expected.astype(np.float64)
             cosine = got @ expected / (np.linalg.norm(got) * np.linalg.norm(expected))
             assert cosine > 0.999, (key, cosine)
-            assert np.abs(got - expected).max() <= 0.01 * np.abs(expected).max(), key
+            if kind == "vectors":
+                assert np.abs(got - expected).max() <= 0.01 * np.abs(expected).max(), key
+            else:
+                assert np.abs(got - expected).max() <= 1, key  # one stored level; the cosine bounds the rest
 
 
 def _analyze(library: Path, data: Path, *extra: str, env: dict | None = None) -> dict:

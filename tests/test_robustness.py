@@ -456,6 +456,9 @@ def test_a_second_analyze_of_one_data_dir_is_told_what_is_happening(tmp_path: Pa
         while analysed_count(data) < 1 and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.05)
         assert first.poll() is None, "the first run must still be going"
+        # Held mid-run (its whole process group stopped, the lock still taken), so a fast
+        # analysis cannot finish before the second run looks.
+        os.killpg(first.pid, signal.SIGSTOP)
         second = run("analyze", str(library), "--data-dir", str(data))
         assert first.poll() is None, "the first run must still be going"
         assert_one_line_error(second, 1)
