@@ -595,10 +595,6 @@ class Catalogue:
             else:
                 db.execute("UPDATE tracks SET status = 'failed', error = ? WHERE content_hash = ?", (error, content_hash))
 
-    def mark_pending(self, content_hashes: Iterable[str]) -> None:
-        with self.transaction() as db:
-            db.executemany("UPDATE tracks SET status = 'pending', error = NULL WHERE content_hash = ?", [(h,) for h in content_hashes])
-
 
 _SQL_BATCH = 500  # host parameters per IN (...) list: well under SQLite's limit
 _MIGRATION_BATCH = 2000  # rows re-encoded at a time by a schema migration
