@@ -183,10 +183,12 @@ class WorkerPool:
             return
         # The executor's processes, found through multiprocessing's public list of this process's children.
         workers = set(multiprocessing.active_children()) - self._children_before
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = None
         for process in workers:
             process.terminate()
+        # The executor's own thread reaps the workers it sees end; waiting for it (the workers
+        # are already ending) leaves no second thread reaping them and no child half-counted.
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = None
         for process in workers:
             process.join(timeout=STOP_WAIT_S)
 
