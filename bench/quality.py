@@ -204,11 +204,15 @@ def separated_resemblyzer(library: Path, labels_csv: Path, result: dict, *, jobs
     """Add the ``resemblyzer_separated`` rows to ``result``: resemblyzer on the default separator's vocals.
 
     The rows use the tracks ``result`` evaluated (its failed tracks left out). Vectors are cached
-    in ``cache`` (one .npy per track, keyed by the file's size and modification time).
+    in ``cache`` (one .npy per track, keyed by the file's size and modification time and by the
+    separator's version: new separator weights embed every track again).
     """
     from concurrent.futures import ProcessPoolExecutor
 
     from nextvox.evaluation import cosine_similarity, gender_cross_validation, melody_retrieval, singer_retrieval
+    from nextvox.separation import DEFAULT_SEPARATOR, separator_version
+
+    separator = separator_version(DEFAULT_SEPARATOR)
 
     with open(labels_csv, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -218,7 +222,7 @@ def separated_resemblyzer(library: Path, labels_csv: Path, result: dict, *, jobs
     keys = []
     for row in rows:
         stat = (library / row["path"]).stat()
-        key = hashlib.sha1(f"{row['path']}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        key = hashlib.sha1(f"{row['path']}\0{stat.st_size}\0{stat.st_mtime_ns}\0{separator}".encode()).hexdigest()[:16]
         keys.append(cache / f"{key}.npy")
     todo = [(str(library / r["path"]), str(k)) for r, k in zip(rows, keys) if not k.exists()]
     if todo:

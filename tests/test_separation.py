@@ -1,7 +1,10 @@
 """Vocal separation: the interface, each method's effect on a synthetic mixture, training, errors."""
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
 from nextvox.analysis import AnalysisSettings
 from nextvox.cli import main
@@ -125,6 +128,16 @@ def test_training_writes_and_resumes_a_checkpoint(fixture_library, tmp_path):
     weights = tmp_path / "a" / "separator.pt"
     assert separator_version("mask", weights=weights) != separator_version("mask")
     assert AnalysisSettings(separator="mask", separator_weights=weights).version != AnalysisSettings(separator="mask").version
+
+
+def test_fine_tuning_starts_from_the_shipped_weights_and_takes_more_libraries(fixture_library, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    assert main(["train", "separator", str(fixture_library), "--also", str(fixture_library), "--fine-tune", "--steps", "1",
+                 "--batch-size", "2", "--lr", "1e-9", "--out", str(out), "--json"]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["songs"] == 2 * len(load_stems(fixture_library))
+    shipped, tuned = load_weights(SHIPPED_MASK_WEIGHTS).state_dict(), load_weights(out / "separator.pt").state_dict()
+    assert all(torch.allclose(tuned[name], shipped[name], atol=1e-6) for name in shipped)  # one step at lr 1e-9
 
 
 def test_separator_names_its_version_in_the_analysis_version():

@@ -17,6 +17,11 @@ from nextvox.cli.common import (
 )  # fmt: skip
 from nextvox.errors import NextvoxError
 
+# Peak learning rates of the train commands: a fine-tune moves shipped weights gently.
+FROM_SCRATCH_LR = 2e-3
+FINE_TUNE_LR = 5e-4
+
+
 def _training_summary(result, weights_name: str) -> dict:
     """The ``--json`` keys every ``train`` command reports for its run."""
     return {"out": str(result.out_dir), "weights": str(result.out_dir / weights_name), "steps": result.steps,
@@ -124,7 +129,7 @@ def train_timbre_command(
     init = None if from_scratch else default_init()
     config = TrainConfig(
         pitch_shift=pitch_shift, time_stretch=time_stretch, register_semitones=register_shift, steps=steps, batch_size=batch_size, seed=seed,
-        lr=lr or (2e-3 if init is None else 5e-4), bf16=not fp32, init_weights=init,
+        lr=lr or (FROM_SCRATCH_LR if init is None else FINE_TUNE_LR), bf16=not fp32, init_weights=init,
     )
     config.min_lr = config.lr / 10
     _train_on_library(train_timbre, config, library=library, data_dir=chosen, out=out or chosen / "models" / "timbre",
@@ -199,7 +204,7 @@ def train_tcae_command(
     model = load_weights(Path(init)).config if init else TCAEConfig(centre_s=centre_s)
     config = TCAETrainConfig(
         contrastive_weight=contrastive_weight, steps=steps, batch_size=batch_size, crop_frames=crop_frames, seed=seed,
-        lr=lr or (2e-3 if init is None else 5e-4), bf16=not fp32, init_weights=init, model=model,
+        lr=lr or (FROM_SCRATCH_LR if init is None else FINE_TUNE_LR), bf16=not fp32, init_weights=init, model=model,
     )
     config.min_lr = config.lr / 10
     _train_on_library(train_tcae, config, library=library, data_dir=chosen, out=out or chosen / "models" / "tcae",
@@ -211,7 +216,12 @@ def train_tcae_command(
 @library_argument
 @click.option("--steps", type=click.IntRange(min=1), default=1200, show_default=True, help="Optimiser steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Crops per step.")
+@click.option("--lr", type=FiniteFloatRange(min=0.0, min_open=True),
+              help="Peak learning rate (default: 2e-3 from scratch, 5e-4 fine-tuning).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the crops, remixes and initial weights.")
+@click.option("--fine-tune", is_flag=True, help="Start from the shipped separator weights instead of random ones.")
+@click.option("--also", "more_libraries", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Another library with vocal stems whose songs join LIBRARY's (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for checkpoint.pt, separator.pt, train.json and loss.png. Default: DATA_DIR/models/separator.")
 @click.option("--resume", is_flag=True, help="Go on from OUT/checkpoint.pt (its own settings; --steps may extend it).")
@@ -219,20 +229,25 @@ def train_tcae_command(
 @data_dir_option
 @click.pass_context
 def train_separator_command(
-    ctx: click.Context, library: Path, steps: int, batch_size: int, seed: int, out: Path | None, resume: bool,
-    as_json: bool, data_dir: Path | None,
+    ctx: click.Context, library: Path, steps: int, batch_size: int, lr: float | None, seed: int, fine_tune: bool,
+    more_libraries: tuple[Path, ...], out: Path | None, resume: bool, as_json: bool, data_dir: Path | None,
 ) -> None:
     """Train the mask separator on LIBRARY's mixes and isolated vocals (labels.csv vocal_path)."""
+    from nextvox.separation import SHIPPED_MASK_WEIGHTS
     from nextvox.training import SeparatorTrainConfig, load_stems, train_separator
 
     out = out or chosen_data_dir(ctx, library, data_dir) / "models" / "separator"
-    config = SeparatorTrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    config = SeparatorTrainConfig(steps=steps, batch_size=batch_size, seed=seed,
+                                  init_weights=str(SHIPPED_MASK_WEIGHTS) if fine_tune else None)  # fmt: skip
+    config.lr = lr or (FINE_TUNE_LR if fine_tune else FROM_SCRATCH_LR)
+    libraries = (library, *more_libraries)
     with progress_bars() as progress:
         task = progress.add_task("reading mixes and vocals", total=None)
-        stems = load_stems(library)
+        stems = [stem for each in libraries for stem in load_stems(each)]
         progress.update(task, description="training", completed=0, total=steps)
         result = train_separator(
-            config, stems, out_dir=out, resume=resume, data_note=f"{library} ({len(stems)} songs)",
+            config, stems, out_dir=out, resume=resume,
+            data_note=f"{', '.join(map(str, libraries))} ({len(stems)} songs)",
             progress=_training_progress(progress, task),
         )  # fmt: skip
     summary = _training_summary(result, "separator.pt") | {"songs": result.n_songs}

@@ -26,7 +26,7 @@ from nextvox.audio import read_window
 from nextvox.constants import SAMPLE_RATE_HZ
 from nextvox.errors import NextvoxError
 from nextvox.labels import read_track_labels
-from nextvox.models.separator import MaskNet, SeparatorConfig, save_weights, stft
+from nextvox.models.separator import MaskNet, SeparatorConfig, load_weights, save_weights, stft
 from nextvox.training.core import ProgressCallback, Run, new_model, start_or_resume
 
 __all__ = ["SeparatorTrainConfig", "Stem", "SeparatorTrainResult", "load_stems", "train_separator"]
@@ -53,6 +53,7 @@ class SeparatorTrainConfig:
     remix_gain_db: float = 6.0  # a remixed vocal's gain is drawn from +-this, dB
     checkpoint_every: int = 100  # steps
     seed: int = 0
+    init_weights: str | None = None  # separator weights to fine-tune from; None trains from scratch
     model: SeparatorConfig = field(default_factory=SeparatorConfig)
 
 
@@ -166,7 +167,7 @@ def train_separator(
     checkpoint, config = start_or_resume(out_dir, config, resume=resume, module="model", model_type=SeparatorConfig)
     if checkpoint is not None:
         config.steps = max(steps, checkpoint["step"])  # a resumed run may be extended
-    model = new_model(MaskNet, config, checkpoint=checkpoint)
+    model = new_model(MaskNet, config, checkpoint=checkpoint, load=load_weights)
     run = Run(out_dir=out_dir, config=config, modules={"model": model}, checkpoint=checkpoint, progress=progress,
               save_weights=lambda: save_weights(model, out_dir / WEIGHTS))  # fmt: skip
 
