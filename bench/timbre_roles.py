@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--train-library", type=Path, default=REPO / "build" / "timbre" / "train-lib",
                         help="a library rendered from the generator's train voice set (songs/, vocals/)")
+    parser.add_argument("--also-train-library", type=Path, action="append", default=[],
+                        help="with --production: another such library whose songs join the training (repeatable)")
     parser.add_argument("--eval-library", type=Path,
                         default=Path(tempfile.gettempdir()) / "nextvox-bench-quality" / "eval-s13-n6-30s-seed2024" / "library",
                         help="a library rendered from the eval voice set (bench/quality.py's default work folder)")
@@ -267,10 +269,15 @@ def production(args: argparse.Namespace) -> int:
 
     eval_work = args.eval_work_dir or quality.work_dir(quality.parse_args([]))
     split = production_split(eval_work, args.work_dir)
-    train = args.train_library
-    data = {"vocals": [x for _, x in library_log_mels(train / "vocals", data_dir=args.work_dir / "train-vocals", separator="none")],
-            "separated": [x for _, x in library_log_mels(train, data_dir=args.work_dir / "train-separated", separator="mask")]}
-    backgrounds = [x for _, x in library_log_mels(train, data_dir=args.work_dir / "train-mixes", separator="none")]
+    trains = [args.train_library, *args.also_train_library]
+    train = " + ".join(map(str, trains))
+
+    def log_mels(root: Path, kind: str, separator: str, index: int) -> list[np.ndarray]:
+        return [x for _, x in library_log_mels(root, data_dir=args.work_dir / f"train-{kind}{index or ''}", separator=separator)]
+
+    data = {"vocals": [x for i, t in enumerate(trains) for x in log_mels(t / "vocals", "vocals", "none", i)],
+            "separated": [x for i, t in enumerate(trains) for x in log_mels(t, "separated", "mask", i)]}
+    backgrounds = [x for i, t in enumerate(trains) for x in log_mels(t, "mixes", "none", i)]
 
     def scores(weights: Path) -> dict[str, dict[str, float]]:
         encoder = load_weights(weights)
@@ -307,10 +314,11 @@ def production_markdown(rows: list[dict], mfcc: dict, args: argparse.Namespace, 
         "# Timbre encoder: training for studio productions",
         "",
         f"Measured {datetime.date.today().isoformat()} by `bench/timbre_roles.py --production --steps {args.steps} --batch-size"
-        f" {args.batch_size} --seed {args.seed} --train-library {args.train_library}`. Every run with the shipped"
+        f" {args.batch_size} --seed {args.seed} --train-library {args.train_library}"
+        + "".join(f" --also-train-library {t}" for t in args.also_train_library) + "`. Every run with the shipped"
         " recipe (pitch shift `negative`, time stretch `positive`, register shift ±4, backgrounds 0-30 dB under the view),"
-        f" same budget and seed, from scratch unless the row says otherwise. Training library: {n_train} songs of the generator's `train` split, production `mixed`"
-        " (each song plain or studio-produced), every singer and speaker variant; its mixes are the backgrounds of every run."
+        f" same budget and seed, from scratch unless the row says otherwise. Training libraries: {n_train} songs of the generator's `train` split"
+        " (each song plain or studio-produced), every singer and speaker variant; their mixes are the backgrounds of every run."
         " `separated`: the default separator's vocals of those mixes, as further anchors."
         f" Evaluation: the {n_eval} songs of the held-out `eval` split in `{eval_work.name}` (bench/quality.py's libraries),"
         " each style through the default separator as `analyze` hears it; every song queries all others of its style,"
