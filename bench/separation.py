@@ -97,7 +97,7 @@ def _library_table(library: Path, methods: list[tuple[str, str, Path | None]], d
         row = {"version": separator_version(method, weights=weights), **_quality(songs, method, weights),
                "x_real_time_one_core": _speed(songs, method, weights)}  # fmt: skip
         print(f"{library.name} {label}: singer mAP", file=sys.stderr, flush=True)
-        row.update(_singer_map(library, method, weights, data_dir / library.name / label))
+        row.update(_singer_map(library, method, weights, data_dir / label))
         rows[label] = row
         print(label, row, file=sys.stderr, flush=True)
     timbre_version = rows["none"]["analysis_version"].split("/")[2]
@@ -158,8 +158,8 @@ def main() -> int:
         f" mix's own). Speed: a {SPEED_EXCERPT_S:.0f} s excerpt, `torch.set_num_threads(1)`, median of 3.",
     ]
     results = {}
-    for library in libraries:
-        table, rows = _library_table(library, methods, args.data_dir)
+    for number, library in enumerate(libraries):  # numbered: two libraries may share a folder name
+        table, rows = _library_table(library, methods, args.data_dir / f"{number}-{library.name}")
         lines += ["", *table]
         results[str(library)] = rows
     if SHIPPED_MASK_WEIGHTS.is_file():

@@ -273,6 +273,7 @@ def production(args: argparse.Namespace) -> int:
     train = " + ".join(map(str, trains))
 
     def log_mels(root: Path, kind: str, separator: str, index: int) -> list[np.ndarray]:
+        # The first library keeps the cache folders of earlier runs (train-vocals, ...); the others get a number.
         return [x for _, x in library_log_mels(root, data_dir=args.work_dir / f"train-{kind}{index or ''}", separator=separator)]
 
     data = {"vocals": [x for i, t in enumerate(trains) for x in log_mels(t / "vocals", "vocals", "none", i)],

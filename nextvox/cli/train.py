@@ -237,9 +237,8 @@ def train_separator_command(
     from nextvox.training import SeparatorTrainConfig, load_stems, train_separator
 
     out = out or chosen_data_dir(ctx, library, data_dir) / "models" / "separator"
-    config = SeparatorTrainConfig(steps=steps, batch_size=batch_size, seed=seed,
+    config = SeparatorTrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr or (FINE_TUNE_LR if fine_tune else FROM_SCRATCH_LR),
                                   init_weights=str(SHIPPED_MASK_WEIGHTS) if fine_tune else None)  # fmt: skip
-    config.lr = lr or (FINE_TUNE_LR if fine_tune else FROM_SCRATCH_LR)
     libraries = (library, *more_libraries)
     with progress_bars() as progress:
         task = progress.add_task("reading mixes and vocals", total=None)
